@@ -1,0 +1,268 @@
+"""`device-sim`: a fleet of simulated bracelets, or one raw upload.
+
+    device-sim run --api-url http://127.0.0.1:8000 --admin-user admin \\
+        --admin-password PW --mqtt-url mqtt://127.0.0.1:1883 --devices 5 \\
+        --state-dir .local/sim --seed 1
+    device-sim upload --mqtt-url mqtt://127.0.0.1:1883 --device-id BR-0001 \\
+        --username BR-0001 --password P --signing-key K --file payload.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.parse
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from device_sim.api import ApiError, OperatorClient
+from device_sim.device import Bracelet
+from device_sim.fleet import Broker, Fleet, Progress
+from device_sim.roster import Roster, enrol
+
+__all__ = ["main", "parse_broker"]
+
+log = logging.getLogger("device_sim")
+
+
+def parse_broker(url: str) -> Broker:
+    """`mqtt://host:port` or `mqtts://host:port` (TLS); credentials in it are ignored,
+    since each device logs in with its own."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"expected mqtt://host:port or mqtts://host:port: {url}")
+    tls = parts.scheme == "mqtts"
+    return Broker(parts.hostname, parts.port or (8883 if tls else 1883), tls)
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="device-sim", description="Simulated bracelets speaking device protocol v1."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every step")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser(
+        "run",
+        help="enrol a fleet through the operator API (once) and run it",
+        description="Enrols the fleet if the state directory holds no credentials yet, "
+        "then moves every wearer around their home. The first one (the breaker) leaves "
+        "its 500 m radius within two minutes and stays out about seven.",
+    )
+    run.add_argument("--api-url", default="http://127.0.0.1:8000")
+    run.add_argument("--admin-user", default="admin")
+    run.add_argument(
+        "--admin-password",
+        default=os.environ.get("MONITOR_ADMIN_PASSWORD"),
+        help="default: $MONITOR_ADMIN_PASSWORD",
+    )
+    run.add_argument(
+        "--no-api",
+        action="store_true",
+        help="skip enrolment: devices log in as themselves without a password, unsigned "
+        "(an anonymous development broker, load tests)",
+    )
+    run.add_argument("--mqtt-url", type=parse_broker, default=parse_broker("mqtt://127.0.0.1"))
+    run.add_argument("--devices", type=int, default=5)
+    run.add_argument("--state-dir", type=Path, default=Path(".local/sim"))
+    run.add_argument("--seed", type=int, default=1)
+    run.add_argument("--prefix", default="SIM", help="device ids are PREFIX-0001, ...")
+    run.add_argument(
+        "--speedup",
+        type=_positive,
+        default=1.0,
+        help="scenario seconds per wall second; fix intervals shrink to match",
+    )
+    run.add_argument("--duration-s", type=_positive, help="stop after this long (default never)")
+    run.add_argument("--fix-interval-s", type=_positive, default=15.0)
+    run.add_argument("--breaker-fix-interval-s", type=_positive, default=5.0)
+    run.add_argument("--batch-size", type=int, default=500, help="records per upload, at most 500")
+    run.add_argument("--report-every-s", type=_positive, default=5.0)
+
+    upload = commands.add_parser(
+        "upload",
+        help="publish one raw upload from a file and print the ack",
+        description="Publishes the file's bytes unchanged to em/v1/dev/ID/up (signed when "
+        "a key is given) and prints the backend's ack.",
+    )
+    upload.add_argument("--mqtt-url", type=parse_broker, default=parse_broker("mqtt://127.0.0.1"))
+    upload.add_argument("--device-id", required=True)
+    upload.add_argument("--username", help="default: the device id")
+    upload.add_argument("--password")
+    upload.add_argument("--signing-key", help="base64url, as enrolment returned it")
+    upload.add_argument("--file", type=Path, required=True, help="the payload; - for stdin")
+    upload.add_argument("--timeout-s", type=_positive, default=10.0)
+    upload.add_argument("--mqtt311", action="store_true", help="MQTT 3.1.1 (unsigned only)")
+    return parser
+
+
+class _Stop:
+    """Set by SIGINT or SIGTERM; a second signal stops at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("stopping: closing connections (again to abort)", file=sys.stderr, flush=True)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.devices < 1:
+        print("--devices must be at least 1", file=sys.stderr)
+        return 2
+    roster = Roster.load(args.state_dir)
+    members = roster.ensure(args.devices, args.seed, args.prefix)
+    if not args.no_api and not all(m.enrolled and m.status_set for m in members):
+        if not args.admin_password:
+            print(
+                "--admin-password (or MONITOR_ADMIN_PASSWORD) is needed to enrol", file=sys.stderr
+            )
+            return 2
+        api = OperatorClient(args.api_url)
+        try:
+            api.login(args.admin_user, args.admin_password)
+            members = enrol(api, roster, members)
+        except ApiError as exc:
+            print(f"enrolment failed: {exc}", file=sys.stderr)
+            return 1
+        except urllib.error.URLError as exc:
+            print(f"operator API unreachable at {args.api_url}: {exc.reason}", file=sys.stderr)
+            return 1
+    for m in members:
+        print(
+            f"{m.device_id}  {m.scenario:9}  {m.city:6}  home {m.home.lat:.5f} N "
+            f"{m.home.lon:.5f} E  subject {m.subject_id or '-'}",
+            flush=True,
+        )
+    fleet = Fleet.build(
+        members,
+        args.mqtt_url,
+        args.state_dir,
+        args.seed,
+        speedup=args.speedup,
+        fix_interval_s=args.fix_interval_s,
+        breaker_fix_interval_s=args.breaker_fix_interval_s,
+        batch_size=args.batch_size,
+    )
+    stop = _Stop()
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
+    def report(progress: Progress) -> None:
+        print(progress.line(), flush=True)
+
+    def notice(text: str) -> None:
+        print(f"         {text}", flush=True)
+
+    final = fleet.run(
+        lambda: stop.requested,
+        duration_s=args.duration_s,
+        report=report,
+        notice=notice,
+        report_every_s=args.report_every_s,
+    )
+    print(f"stopped: {final.line()}", flush=True)
+    return 0
+
+
+def _upload(args: argparse.Namespace) -> int:
+    payload = sys.stdin.buffer.read() if str(args.file) == "-" else args.file.read_bytes()
+    # The tool has no journal of its own: an ack beyond its (empty) numbering is the
+    # normal case here, not the lost state the journal warns about.
+    logging.getLogger("device_sim.journal").setLevel(logging.ERROR)
+    broker: Broker = args.mqtt_url
+    try:
+        bracelet = Bracelet(
+            args.device_id,
+            broker.host,
+            broker.port,
+            args.username or args.device_id,
+            args.password,
+            signing_key=args.signing_key,
+            mqtt5=not args.mqtt311,
+            tls=broker.tls,
+        )
+    except ValueError as exc:
+        print(f"upload: {exc}", file=sys.stderr)
+        return 2
+    try:
+        bracelet.connect(timeout_s=args.timeout_s)
+    except OSError as exc:
+        print(f"upload: cannot connect to {broker.host}:{broker.port}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        before = bracelet.last_ack
+        print(f"ack before upload: {_ack_text(before)}")
+        seqs = _seqs(payload)
+        acks_before = bracelet.acks_received
+        if not bracelet.publish_raw(payload, timeout_s=args.timeout_s):
+            print("upload: the broker did not acknowledge the publish (PUBACK)", file=sys.stderr)
+            return 1
+        print(f"published {len(payload)} bytes to em/v1/dev/{args.device_id}/up")
+        # Wait for an ack that covers the upload's records (or any new one when the
+        # payload is not readable enough to say which records it holds).
+        covered = False
+        deadline = time.monotonic() + args.timeout_s
+        while time.monotonic() < deadline:
+            last = bracelet.last_ack
+            if bracelet.acks_received > acks_before and (not seqs or (last or 0) >= max(seqs)):
+                covered = True
+                break
+            bracelet.poll(0.05)
+        print(f"ack after upload: {_ack_text(bracelet.last_ack)}")
+        if not covered:
+            print(
+                f"upload: no ack covering it within {args.timeout_s:g} s "
+                "(rejected, a hole before it, or no backend listening)",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+    finally:
+        bracelet.close()
+
+
+def _ack_text(upto: int | None) -> str:
+    return "none" if upto is None else json.dumps({"upto": upto})
+
+
+def _seqs(payload: bytes) -> list[int]:
+    """The seqs in an upload, as far as it can be read (it may be deliberately bad)."""
+    try:
+        data = json.loads(payload)
+        records = [*data.get("fixes", []), *data.get("events", [])]
+        return [r["seq"] for r in records if isinstance(r.get("seq"), int)]
+    except (ValueError, AttributeError, TypeError):
+        return []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "run":
+        return _run(args)
+    return _upload(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

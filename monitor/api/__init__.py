@@ -1,0 +1,1 @@
+"""HTTP and websocket translation, and the composition root that wires everything."""

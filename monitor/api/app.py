@@ -1,0 +1,185 @@
+"""The composition root: builds the runtime (pool, ingest, broker connection, alert hub,
+listeners) and the FastAPI application around it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from monitor.alerts.hub import AlertEvent, Hub
+from monitor.api.deps import Runtime
+from monitor.api.passwords import hash_password
+from monitor.api.routes import alerts, auth, devices, health, subjects, users, venue
+from monitor.config import Settings
+from monitor.ingest.subscriber import Subscriber
+from monitor.service import Ingest, RulesChanged
+from monitor.store import alerts as alert_store
+from monitor.store import migrate
+from monitor.store import users as user_store
+from monitor.store.notifications import listen
+from monitor.store.pool import Pool, open_pool
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent.parent / "dashboard" / "static"
+
+
+async def _bootstrap_admin(pool: Pool, settings: Settings) -> None:
+    if settings.admin_password is None:
+        return
+    async with pool.connection() as conn:
+        if await user_store.get(conn, "admin") is None:
+            await user_store.create(
+                conn,
+                "admin",
+                hash_password(settings.admin_password.get_secret_value()),
+                "administrator",
+            )
+            log.info("created the administrator 'admin'")
+
+
+def _fetcher(pool: Pool) -> Any:
+    async def fetch_after(after: int) -> list[AlertEvent]:
+        async with pool.connection() as conn:
+            rows = await alert_store.events_after(conn, after, 1000)
+        return [
+            AlertEvent(int(r["event_id"]), r["alert"].get("subject_id"), r["alert"]) for r in rows
+        ]
+
+    return fetch_after
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    await asyncio.to_thread(migrate.apply, settings.database_url)
+    pool = await open_pool(settings.database_url)
+    await _bootstrap_admin(pool, settings)
+    loop = asyncio.get_running_loop()
+
+    subscriber_box: list[Subscriber] = []
+
+    def publish(topic: str, payload: bytes, retain: bool) -> None:
+        subscriber_box[0].publish(topic, payload, retain)
+
+    def puback(messages: list[Any]) -> None:
+        subscriber_box[0].ack(messages)
+
+    ingest = Ingest(settings, pool, publish, puback)
+    await ingest.load()
+    subscriber = Subscriber(
+        settings.mqtt,
+        settings.instance,
+        lambda m: _call_soon(loop, ingest.submit, m),
+    )
+    subscriber_box.append(subscriber)
+    hub = Hub(_fetcher(pool))
+    async with pool.connection() as conn:
+        start_after = await alert_store.latest_event_id(conn)
+
+    def on_rules(payload: str | None) -> None:
+        if payload:
+            ingest.rules_changed(RulesChanged(payload, datetime.now(UTC)))
+
+    pending: set[asyncio.Task[None]] = set()
+
+    def on_device(payload: str | None) -> None:
+        if payload:
+            task = loop.create_task(ingest.device_changed(payload))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+    tasks = [
+        asyncio.create_task(ingest.run(), name="ingest"),
+        asyncio.create_task(hub.run(start_after), name="hub"),
+        asyncio.create_task(
+            listen(
+                settings.database_url,
+                {
+                    alert_store.CHANNEL: lambda _p: hub.notify(),
+                    "rules": on_rules,
+                    "devices": on_device,
+                },
+            ),
+            name="listen",
+        ),
+        asyncio.create_task(_ticker(ingest), name="ticker"),
+    ]
+    subscriber.start()
+    app.state.runtime = Runtime(settings, pool, ingest, hub, subscriber.subscribed)
+    try:
+        yield
+    finally:
+        subscriber.stop()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await pool.close()
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Any, arg: Any) -> None:
+    loop.call_soon_threadsafe(fn, arg)
+
+
+async def _ticker(ingest: Ingest) -> None:
+    while True:
+        await asyncio.sleep(5)
+        try:
+            await ingest.tick()
+        except Exception:
+            log.exception("periodic work failed")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    app = FastAPI(
+        title="Electronic-monitoring backend: operator API",
+        version="1.0",
+        lifespan=_lifespan,
+    )
+    app.state.settings = settings
+    for module in (auth, users, subjects, devices, alerts, venue, health):
+        app.include_router(module.router)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_r: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            problems.append(
+                {"loc": list(err.get("loc", ())), "msg": err.get("msg"), "where": where or "body"}
+            )
+        return JSONResponse({"detail": problems}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_r: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return JSONResponse({"detail": "internal error; see the service log"}, status_code=500)
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> FileResponse:
+        index = STATIC / "index.html"
+        if not index.exists():
+            raise HTTPException(404, "the dashboard is not built")
+        return FileResponse(index)
+
+    @app.get("/api/v1/dashboard/config", include_in_schema=False)
+    async def dashboard_config() -> dict[str, str]:
+        return {"tile_url": settings.tile_url}
+
+    if STATIC.exists():
+        app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app

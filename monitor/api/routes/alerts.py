@@ -1,0 +1,250 @@
+"""Alerts: the list, acknowledge, resolve, and the live websocket."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, WebSocket, WebSocketDisconnect
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow
+
+from monitor.alerts.hub import AlertEvent
+from monitor.api import cursor as cursor_codec
+from monitor.api.deps import (
+    AccessReason,
+    CurrentUser,
+    Runtime,
+    RuntimeDep,
+    User,
+    authenticate,
+    require_roles,
+    visible_subject,
+)
+from monitor.api.schemas import AlertResolve
+from monitor.store import alerts as alert_store
+from monitor.store import subjects as subject_store
+
+router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
+log = logging.getLogger(__name__)
+
+Conn = AsyncConnection[DictRow]
+
+
+async def _visible_ids(conn: Conn, user: User) -> list[str] | None:
+    """None: every subject; otherwise the officer's caseload."""
+    if user.sees_everyone:
+        return None
+    return await subject_store.ids_for_officer(conn, user.username)
+
+
+@router.get("")
+async def list_alerts(
+    user: CurrentUser,
+    runtime: RuntimeDep,
+    reason: AccessReason,
+    subject_id: str | None = None,
+    state: Literal["open", "acknowledged", "resolved", "unresolved"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    require_roles(user, "administrator", "operator", "officer")
+    if subject_id is not None:
+        await visible_subject(runtime, user, subject_id)
+    before = None
+    if cursor is not None:
+        raw = cursor_codec.decode(cursor)
+        if len(raw) != 1 or not isinstance(raw[0], int):
+            raise HTTPException(422, "cursor: not a cursor this API gave out")
+        before = raw[0]
+    async with runtime.pool.connection() as conn:
+        await subject_store.log_consultation(conn, user.username, reason, subject_id, "alerts")
+        visible = await _visible_ids(conn, user)
+        rows = await alert_store.list_page(
+            conn,
+            subject_id=subject_id,
+            state=state,
+            visible_subjects=visible,
+            before_no=before,
+            limit=limit + 1,
+        )
+    page, more = rows[:limit], len(rows) > limit
+    return {
+        "items": [alert_store.alert_json(r) for r in page],
+        "next": cursor_codec.encode([int(page[-1]["alert_no"])]) if more else None,
+    }
+
+
+async def _alert_for_change(conn: Conn, user: User, alert_id: str) -> dict[str, Any]:
+    row = await alert_store.get(conn, alert_id, for_update=True)
+    if row is None:
+        raise HTTPException(404, f"no alert {alert_id}")
+    if not user.sees_everyone:
+        visible = await subject_store.ids_for_officer(conn, user.username)
+        if row["subject_id"] is None or str(row["subject_id"]) not in visible:
+            raise HTTPException(404, f"no alert {alert_id}")
+    return row
+
+
+@router.get("/{alert_id}")
+async def get_alert(
+    alert_id: str, user: CurrentUser, runtime: RuntimeDep, reason: AccessReason
+) -> dict[str, Any]:
+    require_roles(user, "administrator", "operator", "officer")
+    async with runtime.pool.connection() as conn:
+        row = await _alert_for_change(conn, user, alert_id)
+        await subject_store.log_consultation(
+            conn,
+            user.username,
+            reason,
+            str(row["subject_id"]) if row["subject_id"] else None,
+            f"alert {alert_id}",
+        )
+    return alert_store.alert_json(row)
+
+
+@router.post("/{alert_id}/acknowledge")
+async def acknowledge(alert_id: str, user: CurrentUser, runtime: RuntimeDep) -> dict[str, Any]:
+    require_roles(user, "administrator", "operator", "officer")
+    async with runtime.pool.connection() as conn, conn.transaction():
+        row = await _alert_for_change(conn, user, alert_id)
+        if row["state"] == "resolved":
+            raise HTTPException(409, "the alert is already resolved")
+        if row["state"] == "acknowledged":
+            return alert_store.alert_json(row)
+        changed = await alert_store.record_change(
+            conn, alert_id, "acknowledged", user.username, state="acknowledged"
+        )
+    assert changed is not None
+    return alert_store.alert_json(changed)
+
+
+@router.post("/{alert_id}/resolve")
+async def resolve(
+    alert_id: str, body: AlertResolve, user: CurrentUser, runtime: RuntimeDep
+) -> dict[str, Any]:
+    require_roles(user, "administrator", "operator", "officer")
+    async with runtime.pool.connection() as conn, conn.transaction():
+        row = await _alert_for_change(conn, user, alert_id)
+        if row["state"] == "resolved":
+            raise HTTPException(409, "the alert is already resolved")
+        if row["kind"] == "tamper" and row["cleared_at"] is None:
+            raise HTTPException(
+                409, "a tamper alert is resolved only after the device reports the strap closed"
+            )
+        changed = await alert_store.record_change(
+            conn,
+            alert_id,
+            "resolved",
+            user.username,
+            state="resolved",
+            resolution_note=body.note,
+        )
+    assert changed is not None
+    return alert_store.alert_json(changed)
+
+
+# the live websocket
+
+
+async def _may_see(runtime: Runtime, user: User) -> Any:
+    """A predicate on alert events for this user, kept current for officers."""
+    if user.sees_everyone:
+        return lambda _e: True
+    async with runtime.pool.connection() as conn:
+        caseload = set(await subject_store.ids_for_officer(conn, user.username))
+    return lambda e: e.subject_id is not None and e.subject_id in caseload
+
+
+@router.websocket("/live")
+async def live(
+    websocket: WebSocket,
+    token: str | None = None,
+    after: Annotated[int | None, Query(ge=0)] = None,
+) -> None:
+    runtime: Runtime = websocket.app.state.runtime
+    user = await authenticate(runtime, token)
+    if user is None:
+        await websocket.close(code=4401, reason="missing, invalid or expired token")
+        return
+    if user.role not in ("administrator", "operator", "officer"):
+        await websocket.close(code=4403, reason=f"the {user.role} role may not watch alerts")
+        return
+    await websocket.accept()
+    visible = await _may_see(runtime, user)
+    sub = runtime.hub.subscribe(visible)
+    try:
+        async with runtime.pool.connection() as conn:
+            await subject_store.log_consultation(
+                conn, user.username, "supervision: live alert feed", None, "alerts/live"
+            )
+            await conn.commit()
+            if after is None:
+                async with conn.transaction():
+                    await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    last = await alert_store.latest_event_id(conn)
+                    caseload = await _visible_ids(conn, user)
+                    rows = await alert_store.open_alerts(conn, caseload)
+                await websocket.send_json(
+                    {
+                        "type": "snapshot",
+                        "alerts": [alert_store.alert_json(r) for r in rows],
+                        "event_id": last,
+                    }
+                )
+            else:
+                last = after
+                while True:
+                    rows = await alert_store.events_after(conn, last, 1000)
+                    for r in rows:
+                        last = int(r["event_id"])
+                        event = AlertEvent(last, r["alert"].get("subject_id"), r["alert"])
+                        if visible(event):
+                            await websocket.send_json({"type": "alert", "alert": event.alert})
+                    if len(rows) < 1000:
+                        break
+        await _relay(websocket, sub, last)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        runtime.hub.unsubscribe(sub)
+
+
+async def _relay(websocket: WebSocket, sub: Any, last: int) -> None:
+    receiver = asyncio.create_task(_drain_client(websocket))
+    overflow = asyncio.create_task(sub.overflowed.wait())
+    try:
+        while True:
+            getter = asyncio.create_task(sub.queue.get())
+            done, _ = await asyncio.wait(
+                {getter, receiver, overflow}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if getter not in done:
+                getter.cancel()
+            if receiver in done:
+                return
+            if overflow in done:
+                await websocket.close(
+                    code=4008,
+                    reason=f"too slow to keep up; reconnect with after={last}",
+                )
+                return
+            event: AlertEvent = getter.result()
+            if event.event_id <= last:
+                continue  # already sent in the snapshot or the catch-up
+            last = event.event_id
+            await websocket.send_json({"type": "alert", "alert": event.alert})
+    finally:
+        for task in (receiver, overflow):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+async def _drain_client(websocket: WebSocket) -> None:
+    """Read (and ignore) what the client sends, to notice when it goes away."""
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        while True:
+            await websocket.receive_text()

@@ -1,0 +1,51 @@
+"""`monitor serve` and `monitor db migrate`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="monitor", description="Electronic-monitoring backend")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run ingest, API, websockets and dashboard in one process")
+    db = sub.add_parser("db", help="database tasks")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("migrate", help="apply pending migrations and exit")
+    args = parser.parse_args(argv)
+
+    from monitor.config import Settings
+
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "db":
+        from monitor.store import migrate
+
+        applied = migrate.apply(settings.database_url)
+        print(
+            f"applied {len(applied)} migration(s): {', '.join(m.name for m in applied) or 'none'}"
+        )
+        return 0
+    import uvicorn
+
+    from monitor.api.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level=settings.log_level.lower(),
+        ws="websockets",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Service configuration, read once at start-up from the environment and a `.env` file.
+
+Built by the command line and passed down; nothing reads the environment elsewhere.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote, urlsplit
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["BrokerFiles", "MqttEndpoint", "RuleDefaults", "Settings"]
+
+
+class MqttEndpoint(BaseModel):
+    """The broker address and the service's own credentials, parsed from `MONITOR_MQTT_URL`."""
+
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    tls: bool
+
+    @classmethod
+    def parse(cls, url: str) -> MqttEndpoint:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+            raise ValueError(f"MONITOR_MQTT_URL: unsupported scheme {parts.scheme!r}")
+        tls = parts.scheme in ("mqtts", "ssl")
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or (8883 if tls else 1883),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            tls=tls,
+        )
+
+
+class BrokerFiles(BaseModel):
+    """Where the service writes Mosquitto's password and ACL files when it runs the broker.
+
+    Empty when the broker is someone else's: the service then only subscribes.
+    """
+
+    password_file: str | None = None
+    acl_file: str | None = None
+    # The broker's pid file: the service sends it SIGHUP to reload the files.
+    pid_file: str | None = None
+
+
+class RuleDefaults(BaseModel):
+    """Debounce defaults, documented in the README; the contract caps both at 5."""
+
+    confirm_fixes: int = Field(default=3, ge=1, le=5)
+    confirm_s: float = Field(default=120.0, gt=0, le=300)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MONITOR_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+    )
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/monitor"
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    admin_password: SecretStr | None = None
+    # Service instance name: the MQTT client id, so a restart resumes its broker session.
+    instance: str = "monitor"
+    # Tiles for the dashboard map; empty draws zones and positions without a base map.
+    tile_url: str = ""
+    broker: BrokerFiles = BrokerFiles()
+    rules: RuleDefaults = RuleDefaults()
+    # Ingest batching: a batch closes at this many messages or this many milliseconds.
+    batch_max_messages: int = 500
+    batch_max_ms: int = 20
+    # A hole in a device's seq open this long becomes a data gap (protocol: 10 minutes).
+    gap_timeout_s: float = 600.0
+    log_level: str = "INFO"
+
+    @property
+    def mqtt(self) -> MqttEndpoint:
+        return MqttEndpoint.parse(self.mqtt_url)

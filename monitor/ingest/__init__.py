@@ -1,0 +1,1 @@
+"""The MQTT adapter: the wire contract (topics, payload decoding) and the subscriber loop."""

@@ -1,0 +1,225 @@
+"""Decoding protocol-v1 uploads and checking their signatures. Pure: bytes in, values out.
+
+Faults come in two sizes, as the protocol says. A whole-upload fault (not JSON, not an
+object, more than 500 records, a bad signature) refuses everything in it. A record fault
+(a field missing, of the wrong type or out of range) refuses that record only: it is kept
+with its reason and counts as accounted for, so the device stops resending it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeGuard
+
+from monitor.domain import EVENT_KINDS, FIX_SOURCES, DeviceEvent, Fix, Rejection, from_epoch_ms
+
+__all__ = [
+    "MAX_RECORDS",
+    "Upload",
+    "UploadFault",
+    "b64url",
+    "decode_upload",
+    "sign",
+    "verify_signature",
+]
+
+MAX_RECORDS = 500
+# Fix times outside these bounds cannot be a real device's clock: 2000-01-01 .. 2100-01-01.
+_T_MIN_MS = 946_684_800_000
+_T_MAX_MS = 4_102_444_800_000
+
+_FIX_FIELDS = {"seq", "t", "lat", "lon", "acc", "src", "spd", "batt"}
+_EVENT_FIELDS = {"seq", "t", "kind", "detail"}
+
+
+class UploadFault(ValueError):
+    """The whole upload is refused; the message is the reason kept with its bytes."""
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    fixes: list[Fix] = field(default_factory=list)
+    events: list[DeviceEvent] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+    @property
+    def seqs(self) -> list[int]:
+        """Every seq this upload accounts for: stored records and refused ones alike."""
+        out = [f.seq for f in self.fixes if f.seq is not None]
+        out += [e.seq for e in self.events if e.seq is not None]
+        out += [r.seq for r in self.rejections if r.seq is not None]
+        return out
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def sign(key: bytes, payload: bytes) -> str:
+    return b64url(hmac.new(key, payload, hashlib.sha256).digest())
+
+
+def verify_signature(key: bytes, payload: bytes, sig: str | None) -> str | None:
+    """None when `sig` is the right HMAC-SHA256 of the exact payload; else the reason."""
+    if sig is None:
+        return "signature missing: a signed device must send the MQTT 5 user property 'sig'"
+    try:
+        given = _b64url_decode(sig.strip())
+    except (ValueError, TypeError):
+        return "signature is not base64url text"
+    expected = hmac.new(key, payload, hashlib.sha256).digest()
+    if not hmac.compare_digest(given, expected):
+        return "signature does not match the payload"
+    return None
+
+
+def _is_int(v: object) -> TypeGuard[int]:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: object) -> bool:
+    return (isinstance(v, int | float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _seq_t(rec: dict[str, Any]) -> tuple[int, datetime]:
+    seq = rec.get("seq")
+    if "seq" not in rec:
+        raise ValueError("field 'seq' is missing")
+    if not _is_int(seq) or seq < 1:
+        raise ValueError(f"'seq' must be an integer >= 1, got {seq!r}")
+    if "t" not in rec:
+        raise ValueError("field 't' is missing")
+    t = rec["t"]
+    if not _is_int(t):
+        raise ValueError(f"'t' must be an integer (epoch milliseconds), got {t!r}")
+    if not _T_MIN_MS <= t <= _T_MAX_MS:
+        raise ValueError(f"'t' {t} is outside 2000-01-01..2100-01-01 (epoch milliseconds?)")
+    return int(seq), from_epoch_ms(int(t))
+
+
+def _fix(device_id: str, rec: dict[str, Any], received_at: datetime) -> Fix:
+    unknown = set(rec) - _FIX_FIELDS
+    if unknown:
+        raise ValueError(f"unknown field(s) in a fix: {sorted(unknown)}")
+    seq, t = _seq_t(rec)
+    for name in ("lat", "lon", "acc", "src"):
+        if name not in rec:
+            raise ValueError(f"field '{name}' is missing")
+    lat, lon, acc, src = rec["lat"], rec["lon"], rec["acc"], rec["src"]
+    if not _is_number(lat) or not -90 <= lat <= 90:
+        raise ValueError(f"'lat' must be a number in [-90, 90], got {lat!r}")
+    if not _is_number(lon) or not -180 <= lon <= 180:
+        raise ValueError(f"'lon' must be a number in [-180, 180], got {lon!r}")
+    if not _is_number(acc) or acc < 0:
+        raise ValueError(f"'acc' must be a number >= 0 (metres), got {acc!r}")
+    if src not in FIX_SOURCES:
+        raise ValueError(f"'src' must be one of {sorted(FIX_SOURCES)}, got {src!r}")
+    spd = rec.get("spd")
+    if spd is not None and (not _is_number(spd) or spd < 0):
+        raise ValueError(f"'spd' must be a number >= 0 (m/s), got {spd!r}")
+    batt = rec.get("batt")
+    if batt is not None and (not _is_int(batt) or not 0 <= batt <= 100):
+        raise ValueError(f"'batt' must be an integer in [0, 100], got {batt!r}")
+    return Fix(
+        device_id=device_id,
+        seq=seq,
+        t=t,
+        lat=float(lat),
+        lon=float(lon),
+        acc=float(acc),
+        src=str(src),
+        received_at=received_at,
+        spd=float(spd) if spd is not None else None,
+        batt=batt,
+    )
+
+
+def _event(device_id: str, rec: dict[str, Any], received_at: datetime) -> DeviceEvent:
+    unknown = set(rec) - _EVENT_FIELDS
+    if unknown:
+        raise ValueError(f"unknown field(s) in an event: {sorted(unknown)}")
+    seq, t = _seq_t(rec)
+    kind = rec.get("kind")
+    if kind is None:
+        raise ValueError("field 'kind' is missing")
+    if kind not in EVENT_KINDS:
+        raise ValueError(f"'kind' {kind!r} is not an event kind of protocol v1")
+    detail = rec.get("detail")
+    if detail is not None and not isinstance(detail, dict):
+        raise ValueError("'detail' must be an object")
+    if kind == "cmd_result":
+        if detail is None or "id" not in detail:
+            raise ValueError("a cmd_result needs 'detail' with the command's 'id'")
+        if not isinstance(detail.get("ok"), bool):
+            raise ValueError("a cmd_result needs 'detail.ok' true or false")
+    return DeviceEvent(device_id, seq, t, str(kind), received_at, detail)
+
+
+def decode_upload(device_id: str, topic: str, payload: bytes, received_at: datetime) -> Upload:
+    """Decode an upload; raise UploadFault for a whole-upload fault."""
+    try:
+        doc = json.loads(payload)
+    except UnicodeDecodeError:
+        raise UploadFault("payload is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise UploadFault(f"payload is not JSON: {exc.msg} at position {exc.pos}") from None
+    if not isinstance(doc, dict):
+        raise UploadFault(f"payload is not a JSON object but {type(doc).__name__}")
+    unknown = set(doc) - {"fixes", "events"}
+    if unknown:
+        raise UploadFault(f"unknown top-level field(s) {sorted(unknown)}: expected fixes, events")
+    fixes_raw = doc.get("fixes", [])
+    events_raw = doc.get("events", [])
+    if not isinstance(fixes_raw, list):
+        raise UploadFault("'fixes' must be an array")
+    if not isinstance(events_raw, list):
+        raise UploadFault("'events' must be an array")
+    if len(fixes_raw) + len(events_raw) > MAX_RECORDS:
+        raise UploadFault(
+            f"{len(fixes_raw) + len(events_raw)} records in one upload; at most {MAX_RECORDS}"
+        )
+
+    upload = Upload()
+    seen: dict[int, Any] = {}
+    for kind, records in (("fix", fixes_raw), ("event", events_raw)):
+        for i, rec in enumerate(records):
+            where = f"{'fixes' if kind == 'fix' else 'events'}[{i}]"
+            seq = rec.get("seq") if isinstance(rec, dict) else None
+            seq_ok = seq if _is_int(seq) and seq >= 1 else None
+            try:
+                if not isinstance(rec, dict):
+                    raise ValueError("a record must be an object")
+                if seq_ok is not None and seq_ok in seen:
+                    if seen[seq_ok] == rec:
+                        continue  # the same record twice in one upload: stored once
+                    raise ValueError(f"seq {seq_ok} is used by another record in this upload")
+                if kind == "fix":
+                    upload.fixes.append(_fix(device_id, rec, received_at))
+                else:
+                    upload.events.append(_event(device_id, rec, received_at))
+            except ValueError as exc:
+                raw = json.dumps(rec, separators=(",", ":"), default=str).encode()
+                upload.rejections.append(
+                    Rejection(
+                        topic=topic,
+                        reason=f"{where}: {exc}",
+                        raw=raw,
+                        received_at=received_at,
+                        device_id=device_id,
+                        seq=seq_ok if seq_ok not in seen else None,
+                        record=rec if isinstance(rec, dict) else {"value": rec},
+                    )
+                )
+            if seq_ok is not None and seq_ok not in seen:
+                seen[seq_ok] = rec
+    return upload

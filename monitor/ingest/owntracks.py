@@ -1,0 +1,77 @@
+"""OwnTracks JSON (the phone app's own format) mapped onto fixes and device events.
+
+A `location` is a fix without a seq, deduplicated on (device, tst) since the app
+publishes retained messages that are seen again after a resubscription. `lwt` marks the
+phone offline; `status` and `transition` are kept as events.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime
+from typing import Any
+
+from monitor.domain import DeviceEvent, Fix, from_epoch_ms
+
+__all__ = ["decode_owntracks"]
+
+
+def _number(doc: dict[str, Any], name: str, required: bool = True) -> float | None:
+    value = doc.get(name)
+    if value is None:
+        if required:
+            raise ValueError(f"field '{name}' is missing")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"'{name}' must be a number, got {value!r}")
+    return float(value)
+
+
+def decode_owntracks(
+    device_id: str, payload: bytes, received_at: datetime
+) -> tuple[Fix | None, DeviceEvent | None]:
+    try:
+        doc = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise ValueError("not a JSON object")
+    kind = doc.get("_type")
+    if kind == "location":
+        lat, lon = _number(doc, "lat"), _number(doc, "lon")
+        tst = doc.get("tst")
+        if isinstance(tst, bool) or not isinstance(tst, int):
+            raise ValueError(f"'tst' must be an integer (epoch seconds), got {tst!r}")
+        assert lat is not None
+        assert lon is not None
+        if not -90 <= lat <= 90 or not -180 <= lon <= 180:
+            raise ValueError(f"coordinates out of range: lat {lat}, lon {lon}")
+        acc = _number(doc, "acc", required=False)
+        batt = doc.get("batt")
+        vel = _number(doc, "vel", required=False)  # km/h in OwnTracks
+        fix = Fix(
+            device_id=device_id,
+            seq=None,
+            t=from_epoch_ms(tst * 1000),
+            lat=lat,
+            lon=lon,
+            acc=acc if acc is not None and acc >= 0 else 100.0,
+            src="wifi" if doc.get("conn") == "w" and (acc or 0) > 50 else "gnss",
+            received_at=received_at,
+            spd=vel / 3.6 if vel is not None and vel >= 0 else None,
+            batt=batt
+            if isinstance(batt, int) and not isinstance(batt, bool) and 0 <= batt <= 100
+            else None,
+        )
+        return fix, None
+    if kind in ("lwt", "status", "transition"):
+        tst = doc.get("tst")
+        t = (
+            from_epoch_ms(tst * 1000)
+            if isinstance(tst, int) and not isinstance(tst, bool)
+            else received_at
+        )
+        name = {"lwt": "offline", "status": "phone_status", "transition": "transition"}[kind]
+        return None, DeviceEvent(device_id, None, t, name, received_at, doc)
+    raise ValueError(f"unsupported _type {kind!r}")

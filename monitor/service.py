@@ -1,0 +1,682 @@
+"""The ingest pipeline, in order, one batch at a time:
+
+    decode → check identity and signature → dedupe (device_id, seq) → store →
+    judge in fix-time order → alerts → commit → ack the devices → PUBACK the broker
+
+Everything a batch writes is committed in one transaction; only then are the devices'
+`ack` watermarks published and the broker's messages acknowledged, so nothing
+acknowledged is ever lost, and alerts go out (via NOTIFY, delivered at commit) only
+once they are in the record. A batch whose transaction fails is retried as it was: the
+rule state and watermarks it computed are applied only after its commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow
+
+from monitor.config import Settings
+from monitor.domain import (
+    DEFAULT_SEVERITY,
+    AlertKind,
+    DeviceEvent,
+    Fix,
+    Rejection,
+    Severity,
+    iso,
+)
+from monitor.ingest.codec import UploadFault, decode_upload, verify_signature
+from monitor.ingest.owntracks import decode_owntracks
+from monitor.ingest.subscriber import Message
+from monitor.ingest.wire import TopicError, ack_topic, parse_topic
+from monitor.rules.book import RuleBook
+from monitor.rules.engine import (
+    AlertChange,
+    Change,
+    Debounce,
+    Episode,
+    SubjectState,
+    evaluate,
+    rejudge,
+)
+from monitor.rules.events import judge as judge_event
+from monitor.rules.watermark import Gap, Watermark
+from monitor.store import alerts as alert_store
+from monitor.store import devices as device_store
+from monitor.store import positions
+from monitor.store import zones as zone_store
+from monitor.store.pool import Pool
+
+__all__ = ["DeviceInfo", "Ingest", "RulesChanged"]
+
+log = logging.getLogger(__name__)
+
+Conn = AsyncConnection[DictRow]
+
+# How many stored fixes warm a subject's rule state when the process first meets it.
+_WARM_FIXES = 20
+_REJUDGE_LIMIT = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    device_id: str
+    kind: str
+    subject_id: str | None
+    assigned_at: datetime | None
+    signing_key: bytes | None
+    owntracks_topic: str | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> DeviceInfo:
+        return cls(
+            device_id=row["device_id"],
+            kind=row["kind"],
+            subject_id=str(row["subject_id"]) if row["subject_id"] is not None else None,
+            assigned_at=row["assigned_at"],
+            signing_key=bytes(row["signing_key"]) if row["signing_key"] is not None else None,
+            owntracks_topic=row["owntracks_topic"],
+        )
+
+    def subject_at(self, t: datetime) -> str | None:
+        """Fixes stamped before the device was fitted belong to no subject."""
+        if self.subject_id is None or self.assigned_at is None or t < self.assigned_at:
+            return None
+        return self.subject_id
+
+
+@dataclass(frozen=True, slots=True)
+class RulesChanged:
+    """A subject's rules changed from `since` on (a status order or a zone)."""
+
+    subject_id: str
+    since: datetime
+    keys: frozenset[str] | None = None  # rule keys new from `since`; None: reload only
+
+
+@dataclass
+class _Batch:
+    """What one batch will write, and what it will change in memory after the commit."""
+
+    messages: list[Message] = field(default_factory=list)
+    fixes: list[tuple[Fix, str | None]] = field(default_factory=list)
+    events: list[tuple[DeviceEvent, str | None]] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    accounted: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+    uploaded: set[str] = field(default_factory=set)  # devices owed an ack
+    integrity: list[tuple[str, str, Rejection]] = field(default_factory=list)
+
+
+class Ingest:
+    """The pipeline's state and its batch loop. One per process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: Pool,
+        publish: Callable[[str, bytes, bool], None],
+        puback: Callable[[list[Message]], None],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._publish = publish
+        self._puback = puback
+        self._clock = clock
+        self._debounce = Debounce(settings.rules.confirm_fixes, settings.rules.confirm_s)
+        self._gap_timeout = timedelta(seconds=settings.gap_timeout_s)
+        self._queue: asyncio.Queue[Message | RulesChanged] = asyncio.Queue()
+        self._devices: dict[str, DeviceInfo] = {}
+        self._owntracks: dict[str, str] = {}
+        self._watermarks: dict[str, Watermark] = {}
+        self._books: dict[str, RuleBook] = {}
+        self._states: dict[str, SubjectState] = {}
+        self._episode_alerts: dict[str, str] = {}
+        self._online: dict[str, bool] = {}
+        self.processed_batches = 0
+        self.stored_fixes = 0
+
+    # feeding the loop (thread-safe entry from the MQTT thread via the event loop)
+
+    def submit(self, item: Message | RulesChanged) -> None:
+        self._queue.put_nowait(item)
+
+    async def load(self) -> None:
+        async with self._pool.connection() as conn:
+            for row in await device_store.all_devices(conn):
+                self._remember(DeviceInfo.from_row(row))
+
+    def _remember(self, device: DeviceInfo) -> None:
+        self._devices[device.device_id] = device
+        if device.owntracks_topic:
+            self._owntracks[device.owntracks_topic] = device.device_id
+
+    def device_enrolled(self, row: dict[str, Any]) -> None:
+        self._remember(DeviceInfo.from_row(row))
+
+    async def device_changed(self, device_id: str) -> None:
+        async with self._pool.connection() as conn:
+            row = await device_store.get(conn, device_id)
+        if row is not None:
+            self._remember(DeviceInfo.from_row(row))
+
+    # the loop
+
+    async def run(self) -> None:
+        max_n = self._settings.batch_max_messages
+        max_wait = self._settings.batch_max_ms / 1000
+        while True:
+            first = await self._queue.get()
+            items = [first]
+            deadline = asyncio.get_running_loop().time() + max_wait
+            while len(items) < max_n:
+                timeout = deadline - asyncio.get_running_loop().time()
+                if timeout <= 0:
+                    break
+                try:
+                    items.append(await asyncio.wait_for(self._queue.get(), timeout))
+                except TimeoutError:
+                    break
+            # In arrival order: a rule change is applied between the messages that came
+            # before it and those that came after.
+            run: list[Message] = []
+            for item in [*items, None]:
+                if isinstance(item, Message):
+                    run.append(item)
+                    continue
+                if run:
+                    await self._retrying(lambda m=run: self._process(m))  # type: ignore[misc]
+                    run = []
+                if item is not None:
+                    await self._retrying(lambda c=item: self._rules_changed(c))  # type: ignore[misc]
+
+    async def _retrying(self, work: Callable[[], Any]) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await work()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The database is down or a statement failed: nothing was committed and
+                # nothing acknowledged. Keep the batch and try again; devices and the
+                # broker hold everything meanwhile.
+                log.exception("batch failed; retrying in %.1fs", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def tick(self) -> None:
+        """Periodic work: close sequence holes that have been open too long."""
+        now = self._clock()
+        due = [
+            d
+            for d, wm in self._watermarks.items()
+            if wm.hole_since is not None and now - wm.hole_since >= self._gap_timeout
+        ]
+        if not due:
+            return
+        tentative = {d: self._watermarks[d].copy() for d in due}
+        gaps = {d: wm.expire(now, self._gap_timeout) for d, wm in tentative.items()}
+        async with self._pool.connection() as conn, conn.transaction():
+            await self._record_gaps(conn, gaps, now)
+            await positions.save_acks(conn, {d: wm.upto for d, wm in tentative.items()})
+        self._watermarks.update(tentative)
+        for d, wm in tentative.items():
+            self._publish(ack_topic(d), json.dumps({"upto": wm.upto}).encode(), True)
+
+    # one batch
+
+    async def _watermark(self, conn: Conn, device_id: str) -> Watermark:
+        wm = self._watermarks.get(device_id)
+        if wm is None:
+            upto = (await positions.load_acks(conn, [device_id])).get(device_id, 0)
+            above = await positions.accounted_seqs(conn, device_id, upto)
+            wm = Watermark(upto)
+            wm.account(above, self._clock())
+            self._watermarks[device_id] = wm
+        return wm
+
+    def _reject(self, batch: _Batch, msg: Message, reason: str, device_id: str | None) -> None:
+        log.warning("refused a message on %s: %s", msg.topic, reason)
+        batch.rejections.append(
+            Rejection(msg.topic, reason, msg.payload, msg.received_at, device_id=device_id)
+        )
+
+    async def _sort(self, conn: Conn, messages: list[Message]) -> _Batch:
+        batch = _Batch(messages=messages)
+        for msg in messages:
+            try:
+                topic = parse_topic(msg.topic)
+            except TopicError as exc:
+                self._reject(batch, msg, str(exc), None)
+                continue
+            if topic.channel == "owntracks":
+                await self._owntracks_message(batch, msg)
+                continue
+            assert topic.device_id is not None
+            device = self._devices.get(topic.device_id)
+            if device is None:
+                await self.device_changed(topic.device_id)  # enrolled by another process?
+                device = self._devices.get(topic.device_id)
+            if device is None:
+                self._reject(
+                    batch, msg, f"device {topic.device_id!r} is not enrolled", topic.device_id
+                )
+                continue
+            if topic.channel == "state":
+                self._state_message(batch, device, msg)
+                continue
+            if device.signing_key is not None:
+                fault = verify_signature(
+                    device.signing_key, msg.payload, msg.user_properties.get("sig")
+                )
+                if fault is not None:
+                    self._reject(batch, msg, fault, device.device_id)
+                    batch.integrity.append((device.device_id, fault, batch.rejections[-1]))
+                    continue
+            try:
+                upload = decode_upload(device.device_id, msg.topic, msg.payload, msg.received_at)
+            except UploadFault as exc:
+                self._reject(batch, msg, str(exc), device.device_id)
+                continue
+            wm = await self._watermark(conn, device.device_id)
+            for f in upload.fixes:
+                # Seqs above the watermark are known exactly: skip those already stored.
+                if f.seq is None or f.seq not in wm.above:
+                    batch.fixes.append((f, device.subject_at(f.t)))
+            for e in upload.events:
+                if e.seq is None or e.seq not in wm.above:
+                    batch.events.append((e, device.subject_at(e.t)))
+            batch.rejections.extend(r for r in upload.rejections if r.seq not in wm.above)
+            for r in upload.rejections:
+                log.info("refused a record of %s: %s", device.device_id, r.reason)
+            batch.accounted[device.device_id].update(upload.seqs)
+            batch.uploaded.add(device.device_id)
+        return batch
+
+    def _state_message(self, batch: _Batch, device: DeviceInfo, msg: Message) -> None:
+        try:
+            doc = json.loads(msg.payload)
+            online = doc["online"]
+            if not isinstance(online, bool):
+                raise TypeError("'online' must be true or false")
+        except (ValueError, KeyError, TypeError) as exc:
+            self._reject(batch, msg, f"state payload: {exc!s}", device.device_id)
+            return
+        if self._online.get(device.device_id) == online:
+            return
+        self._online[device.device_id] = online
+        event = DeviceEvent(
+            device.device_id,
+            None,
+            msg.received_at,
+            "online" if online else "offline",
+            msg.received_at,
+        )
+        batch.events.append((event, device.subject_at(msg.received_at)))
+
+    async def _owntracks_message(self, batch: _Batch, msg: Message) -> None:
+        base = "/".join(msg.topic.split("/")[:3])
+        device_id = self._owntracks.get(base)
+        if device_id is None:
+            self._reject(batch, msg, f"no device is enrolled for {base!r}", None)
+            return
+        device = self._devices[device_id]
+        try:
+            fix, event = decode_owntracks(device_id, msg.payload, msg.received_at)
+        except ValueError as exc:
+            self._reject(batch, msg, f"OwnTracks payload: {exc}", device_id)
+            return
+        if fix is not None:
+            batch.fixes.append((fix, device.subject_at(fix.t)))
+        if event is not None:
+            batch.events.append((event, device.subject_at(event.t)))
+
+    async def _process(self, messages: list[Message]) -> None:
+        now = self._clock()
+        async with self._pool.connection() as conn, conn.transaction():
+            batch = await self._sort(conn, messages)
+            new_fixes = await positions.insert_fixes(conn, batch.fixes)
+            new_events = await positions.insert_events(conn, batch.events)
+            await positions.insert_rejections(conn, batch.rejections)
+
+            tentative: dict[str, Watermark] = {}
+            gaps: dict[str, list[Gap]] = {}
+            for device_id, seqs in batch.accounted.items():
+                wm = self._watermarks[device_id].copy()
+                wm.account(seqs, now)
+                gaps[device_id] = wm.expire(now, self._gap_timeout)
+                tentative[device_id] = wm
+            await positions.save_acks(conn, {d: w.upto for d, w in tentative.items()})
+            await self._record_gaps(conn, gaps, now)
+
+            fixes_by_subject: dict[str, list[Fix]] = defaultdict(list)
+            for f, subject in batch.fixes:
+                if subject is not None and (f.device_id, f.seq, f.t) in new_fixes:
+                    fixes_by_subject[subject].append(f)
+            states: dict[str, SubjectState] = {}
+            changes: list[AlertChange] = []
+            for subject, fixes in fixes_by_subject.items():
+                book = await self._book(conn, subject)
+                if book is None:
+                    continue
+                state = await self._state(conn, book, min(f.t for f in fixes))
+                states[subject], found = evaluate(book, state, fixes, self._debounce)
+                changes += found
+            episode_alerts = await self._apply_changes(conn, changes)
+            await self._event_alerts(conn, batch, new_events)
+            for device_id, fault, rejection in batch.integrity:
+                await self._integrity_alert(conn, device_id, fault, rejection)
+            # committed
+        self._watermarks.update(tentative)
+        self._states.update(states)
+        self._episode_alerts.update(episode_alerts)
+        self.processed_batches += 1
+        self.stored_fixes += len(new_fixes)
+        for device_id in batch.uploaded | set(tentative):
+            upto = self._watermarks[device_id].upto
+            self._publish(ack_topic(device_id), json.dumps({"upto": upto}).encode(), True)
+        self._puback(messages)
+
+    # rule state
+
+    async def _book(self, conn: Conn, subject_id: str) -> RuleBook | None:
+        book = self._books.get(subject_id)
+        if book is None:
+            book = await zone_store.load_rulebook(conn, subject_id)
+            if book is not None:
+                self._books[subject_id] = book
+        return book
+
+    async def _state(self, conn: Conn, book: RuleBook, before: datetime) -> SubjectState:
+        state = self._states.get(book.subject_id)
+        if state is not None:
+            return state
+        # First time this process meets the subject: rebuild the episodes from the last
+        # stored fixes, so a restart neither forgets a violation nor raises it twice.
+        rows = await positions.recent_fixes(conn, book.subject_id, before, _WARM_FIXES)
+        warm = [_fix_from_row(r) for r in rows]
+        state, _ = evaluate(book, SubjectState(), warm, self._debounce)
+        return state
+
+    async def _find_alert(self, conn: Conn, subject_id: str, episode: Episode) -> str | None:
+        known = self._episode_alerts.get(episode.key)
+        if known is not None:
+            return known
+        cur = await conn.execute(
+            "SELECT id FROM alerts WHERE subject_id = %s AND rule_key = %s"
+            " AND (detail->>'episode' = %s OR (cleared_at IS NULL AND state <> 'resolved'))"
+            " ORDER BY (detail->>'episode' = %s) DESC, alert_no DESC LIMIT 1",
+            (subject_id, episode.rule.key, episode.key, episode.key),
+        )
+        row = await cur.fetchone()
+        return str(row["id"]) if row else None
+
+    async def _episode_alert(self, conn: Conn, c: AlertChange) -> str | None:
+        known = self._episode_alerts.get(c.episode.key)
+        if known is not None:
+            return known
+        cur = await conn.execute(
+            "SELECT id FROM alerts WHERE subject_id = %s AND rule_key = %s"
+            " AND detail->>'episode' = %s LIMIT 1",
+            (c.subject_id, c.episode.rule.key, c.episode.key),
+        )
+        row = await cur.fetchone()
+        return str(row["id"]) if row else None
+
+    async def _apply_changes(self, conn: Conn, changes: list[AlertChange]) -> dict[str, str]:
+        opened: dict[str, str] = {}
+        # Coalesce: of several updates to one episode in a batch, the last one says it all.
+        last_update: dict[str, int] = {}
+        for i, c in enumerate(changes):
+            if c.change is Change.UPDATE:
+                last_update[c.episode.key] = i
+        for i, found in enumerate(changes):
+            ep = found.episode
+            if found.change is Change.UPDATE and last_update.get(ep.key) != i:
+                continue
+            detail = _episode_detail(found)
+            c = found
+            if c.change is Change.OPEN and await self._episode_alert(conn, c) is not None:
+                # Already alerted (a rule change judged fixes again, or a restart replayed
+                # them): one episode is one alert, so this is an update.
+                c = replace(c, change=Change.UPDATE)
+            if c.change is Change.OPEN:
+                row = await alert_store.insert(
+                    conn,
+                    alert_store.NewAlert(
+                        subject_id=c.subject_id,
+                        device_id=ep.first.device_id,
+                        kind=ep.rule.kind.value,
+                        severity=ep.rule.severity.value,
+                        rule_key=ep.rule.key,
+                        zone_id=ep.rule.zone_id,
+                        fix_time=ep.first.t,
+                        received_at=ep.first.received_at,
+                        lat=ep.first.lat,
+                        lon=ep.first.lon,
+                        detail=detail,
+                    ),
+                )
+                opened[ep.key] = str(row["id"])
+                continue
+            alert_id = opened.get(ep.key) or await self._find_alert(conn, c.subject_id, ep)
+            if alert_id is None:
+                log.warning("no alert found for episode %s (%s)", ep.key, c.change)
+                continue
+            current = await alert_store.get(conn, alert_id)
+            if current is None or current["state"] == "resolved":
+                continue  # resolved by an officer: the record stands as resolved
+            if c.change is Change.UPDATE:
+                await alert_store.record_change(
+                    conn, alert_id, "updated", None, detail_patch=detail
+                )
+            else:
+                await alert_store.record_change(
+                    conn,
+                    alert_id,
+                    "cleared",
+                    None,
+                    cleared_at=c.fix.t,
+                    detail_patch={**detail, "cleared_at": iso(c.fix.t), "clear_reason": c.reason},
+                )
+        return opened
+
+    async def _event_alerts(
+        self, conn: Conn, batch: _Batch, new_events: set[tuple[str, int | None, datetime]]
+    ) -> None:
+        for event, subject in batch.events:
+            if subject is None or (event.device_id, event.seq, event.t) not in new_events:
+                continue
+            outcome = judge_event(event)
+            if outcome is None:
+                continue
+            cur = await conn.execute(
+                "SELECT id FROM alerts WHERE subject_id = %s AND kind = %s AND device_id = %s"
+                " AND state <> 'resolved' AND cleared_at IS NULL ORDER BY alert_no DESC LIMIT 1",
+                (subject, outcome.kind.value, event.device_id),
+            )
+            row = await cur.fetchone()
+            info = {
+                "event": event.kind,
+                "event_seq": event.seq,
+                "event_t": iso(event.t),
+                "reason": outcome.reason,
+            }
+            if outcome.clears:
+                if row is not None:
+                    await alert_store.record_change(
+                        conn,
+                        str(row["id"]),
+                        "cleared",
+                        None,
+                        cleared_at=event.t,
+                        detail_patch={"cleared_at": iso(event.t), "clear_reason": outcome.reason},
+                    )
+                continue
+            if row is not None:
+                await alert_store.record_change(
+                    conn,
+                    str(row["id"]),
+                    "updated",
+                    None,
+                    detail_patch={"last_event": info},
+                )
+                continue
+            await alert_store.insert(
+                conn,
+                alert_store.NewAlert(
+                    subject_id=subject,
+                    device_id=event.device_id,
+                    kind=outcome.kind.value,
+                    severity=DEFAULT_SEVERITY[outcome.kind].value,
+                    rule_key=f"event:{outcome.kind}",
+                    zone_id=None,
+                    fix_time=event.t,
+                    received_at=event.received_at,
+                    lat=None,
+                    lon=None,
+                    detail={**info, "late": event.received_at - event.t > timedelta(minutes=5)},
+                ),
+            )
+
+    async def _integrity_alert(
+        self, conn: Conn, device_id: str, fault: str, rejection: Rejection
+    ) -> None:
+        device = self._devices[device_id]
+        await alert_store.insert(
+            conn,
+            alert_store.NewAlert(
+                subject_id=device.subject_at(rejection.received_at),
+                device_id=device_id,
+                kind=AlertKind.INTEGRITY.value,
+                severity=Severity.CRITICAL.value,
+                rule_key="integrity",
+                zone_id=None,
+                fix_time=None,
+                received_at=rejection.received_at,
+                lat=None,
+                lon=None,
+                detail={"reason": fault, "topic": rejection.topic},
+            ),
+        )
+
+    async def _record_gaps(self, conn: Conn, gaps: dict[str, list[Gap]], now: datetime) -> None:
+        for device_id, found in gaps.items():
+            device = self._devices.get(device_id)
+            for gap in found:
+                log.warning("data gap on %s: seq %d..%d", device_id, gap.first_seq, gap.last_seq)
+                subject = device.subject_at(now) if device else None
+                detail = {
+                    "first_seq": gap.first_seq,
+                    "last_seq": gap.last_seq,
+                    "opened_at": iso(gap.opened_at),
+                }
+                await positions.insert_events(
+                    conn, [(DeviceEvent(device_id, None, now, "data_gap", now, detail), subject)]
+                )
+                await alert_store.insert(
+                    conn,
+                    alert_store.NewAlert(
+                        subject_id=subject,
+                        device_id=device_id,
+                        kind=AlertKind.DATA_GAP.value,
+                        severity=DEFAULT_SEVERITY[AlertKind.DATA_GAP].value,
+                        rule_key="data_gap",
+                        zone_id=None,
+                        fix_time=None,
+                        received_at=now,
+                        lat=None,
+                        lon=None,
+                        detail=detail,
+                    ),
+                )
+
+    # rules changed by the API
+
+    def rules_changed(self, change: RulesChanged) -> None:
+        self.submit(change)
+
+    async def _rules_changed(self, change: RulesChanged) -> None:
+        subject_id = change.subject_id
+        async with self._pool.connection() as conn:
+            book = await zone_store.load_rulebook(conn, subject_id)
+            if book is None:
+                return
+            self._books[subject_id] = book
+            state = self._states.get(subject_id)
+            if change.keys is None:
+                return
+            # The new rules apply from `since`: judge the fixes already stored from then
+            # on against them, so an order dated in the past catches what it forbids.
+            cur = await conn.execute(
+                "SELECT device_id, seq, t, received_at, subject_id, lat, lon, acc, src, spd, batt"
+                " FROM fixes WHERE subject_id = %s AND t >= %s ORDER BY t LIMIT %s",
+                (subject_id, change.since, _REJUDGE_LIMIT),
+            )
+            fixes = [_fix_from_row(r) for r in await cur.fetchall()]
+            if not fixes:
+                return
+            judged, changes = rejudge(book, fixes, change.keys, self._debounce)
+            log.info(
+                "judged %d stored fixes of %s again from %s: %d alert change(s)",
+                len(fixes),
+                subject_id,
+                change.since.isoformat(),
+                len(changes),
+            )
+            async with conn.transaction():
+                opened = await self._apply_changes(conn, changes)
+        self._episode_alerts.update(opened)
+        base = state or SubjectState(last_t=judged.last_t)
+        episodes = {k: v for k, v in base.episodes.items() if k not in change.keys}
+        episodes.update(judged.episodes)
+        last_t = max((t for t in (base.last_t, judged.last_t) if t is not None), default=None)
+        self._states[subject_id] = replace(base, last_t=last_t, episodes=episodes)
+
+
+def _fix_from_row(r: dict[str, Any]) -> Fix:
+    return Fix(
+        device_id=r["device_id"],
+        seq=r["seq"],
+        t=r["t"],
+        lat=r["lat"],
+        lon=r["lon"],
+        acc=float(r["acc"]),
+        src=r["src"],
+        received_at=r["received_at"],
+        spd=float(r["spd"]) if r["spd"] is not None else None,
+        batt=r["batt"],
+    )
+
+
+def _episode_detail(c: AlertChange) -> dict[str, Any]:
+    ep = c.episode
+    last = ep.last
+    return {
+        "episode": ep.key,
+        "rule": ep.rule.key,
+        "count": ep.count,
+        "late": c.late,
+        "worst_margin_m": round(ep.worst_margin_m, 1),
+        "last_fix": {
+            "device_id": last.device_id,
+            "seq": last.seq,
+            "t": iso(last.t),
+            "received_at": iso(last.received_at),
+            "lat": last.lat,
+            "lon": last.lon,
+            "acc": last.acc,
+            "src": last.src,
+        },
+    }

@@ -1,0 +1,1 @@
+"""The TimescaleDB adapter: SQL, migrations, pooling and batched writes. No business rules."""

@@ -1,0 +1,58 @@
+"""Enrolled devices."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow
+
+__all__ = ["all_devices", "create", "get"]
+
+Conn = AsyncConnection[DictRow]
+
+_COLUMNS = (
+    "device_id, kind, subject_id, assigned_at, owntracks_topic, signed, signing_key,"
+    " mqtt_password_hash, enrolled_at, fix_interval_s, upload_interval_s"
+)
+
+
+async def create(
+    conn: Conn,
+    *,
+    device_id: str,
+    kind: str,
+    subject_id: str,
+    assigned_at: datetime,
+    owntracks_topic: str | None,
+    signing_key: bytes | None,
+    mqtt_password_hash: str,
+) -> dict[str, Any] | None:
+    """None when the device_id (or the OwnTracks topic) is already enrolled."""
+    cur = await conn.execute(
+        "INSERT INTO devices (device_id, kind, subject_id, assigned_at, owntracks_topic, signed,"
+        " signing_key, mqtt_password_hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+        f" ON CONFLICT DO NOTHING RETURNING {_COLUMNS}",
+        (
+            device_id,
+            kind,
+            subject_id,
+            assigned_at,
+            owntracks_topic,
+            signing_key is not None,
+            signing_key,
+            mqtt_password_hash,
+        ),
+    )
+    return await cur.fetchone()
+
+
+async def get(conn: Conn, device_id: str) -> dict[str, Any] | None:
+    cur = await conn.execute(f"SELECT {_COLUMNS} FROM devices WHERE device_id = %s", (device_id,))
+    return await cur.fetchone()
+
+
+async def all_devices(conn: Conn) -> list[dict[str, Any]]:
+    cur = await conn.execute(f"SELECT {_COLUMNS} FROM devices")
+    return await cur.fetchall()

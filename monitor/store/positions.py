@@ -1,0 +1,182 @@
+"""Fixes, device events and refused records: batched writes (COPY) and reads."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow
+
+from monitor.domain import DeviceEvent, Fix, Rejection
+
+__all__ = [
+    "accounted_seqs",
+    "insert_events",
+    "insert_fixes",
+    "insert_rejections",
+    "load_acks",
+    "recent_fixes",
+    "save_acks",
+    "subject_fixes",
+]
+
+Conn = AsyncConnection[DictRow]
+
+_FIX_COLS = "device_id, seq, t, received_at, subject_id, lat, lon, acc, src, spd, batt"
+_EVENT_COLS = "device_id, seq, t, received_at, subject_id, kind, detail"
+
+
+async def insert_fixes(
+    conn: Conn, fixes: Sequence[tuple[Fix, str | None]]
+) -> set[tuple[str, int | None, datetime]]:
+    """Store fixes (each with the subject it belongs to, or None); return the keys of
+    those that were new. A record already stored is left as it was."""
+    if not fixes:
+        return set()
+    await conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS fix_stage (LIKE fixes) ON COMMIT DELETE ROWS"
+    )
+    async with conn.cursor().copy(f"COPY fix_stage ({_FIX_COLS}) FROM STDIN") as copy:
+        for f, subject in fixes:
+            await copy.write_row(
+                (
+                    f.device_id,
+                    f.seq,
+                    f.t,
+                    f.received_at,
+                    subject,
+                    f.lat,
+                    f.lon,
+                    f.acc,
+                    f.src,
+                    f.spd,
+                    f.batt,
+                )
+            )
+    cur = await conn.execute(
+        f"INSERT INTO fixes ({_FIX_COLS}) SELECT DISTINCT ON (device_id, seq, t) {_FIX_COLS}"
+        " FROM fix_stage ON CONFLICT DO NOTHING RETURNING device_id, seq, t"
+    )
+    new = {(r["device_id"], r["seq"], r["t"]) for r in await cur.fetchall()}
+    await conn.execute("TRUNCATE fix_stage")
+    return new
+
+
+async def insert_events(
+    conn: Conn, events: Sequence[tuple[DeviceEvent, str | None]]
+) -> set[tuple[str, int | None, datetime]]:
+    if not events:
+        return set()
+    await conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS event_stage (LIKE device_events) ON COMMIT DELETE ROWS"
+    )
+    async with conn.cursor().copy(f"COPY event_stage ({_EVENT_COLS}) FROM STDIN") as copy:
+        for e, subject in events:
+            detail = json.dumps(e.detail) if e.detail is not None else None
+            await copy.write_row((e.device_id, e.seq, e.t, e.received_at, subject, e.kind, detail))
+    cur = await conn.execute(
+        f"INSERT INTO device_events ({_EVENT_COLS})"
+        f" SELECT DISTINCT ON (device_id, seq, t) {_EVENT_COLS} FROM event_stage"
+        " ON CONFLICT DO NOTHING RETURNING device_id, seq, t"
+    )
+    new = {(r["device_id"], r["seq"], r["t"]) for r in await cur.fetchall()}
+    await conn.execute("TRUNCATE event_stage")
+    return new
+
+
+async def insert_rejections(conn: Conn, rejections: Sequence[Rejection]) -> None:
+    if not rejections:
+        return
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO rejected_messages"
+            " (received_at, topic, device_id, seq, reason, raw, record)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            [
+                (
+                    r.received_at,
+                    r.topic,
+                    r.device_id,
+                    r.seq,
+                    r.reason,
+                    r.raw,
+                    json.dumps(r.record, default=str) if r.record is not None else None,
+                )
+                for r in rejections
+            ],
+        )
+
+
+async def load_acks(conn: Conn, device_ids: Sequence[str]) -> dict[str, int]:
+    cur = await conn.execute(
+        "SELECT device_id, upto FROM device_acks WHERE device_id = ANY(%s)", (list(device_ids),)
+    )
+    return {r["device_id"]: int(r["upto"]) for r in await cur.fetchall()}
+
+
+async def accounted_seqs(conn: Conn, device_id: str, above: int) -> set[int]:
+    """Every seq above `above` this device has stored or refused."""
+    cur = await conn.execute(
+        "SELECT seq FROM fixes WHERE device_id = %(d)s AND seq > %(s)s"
+        " UNION SELECT seq FROM device_events WHERE device_id = %(d)s AND seq > %(s)s"
+        " UNION SELECT seq FROM rejected_messages WHERE device_id = %(d)s AND seq > %(s)s",
+        {"d": device_id, "s": above},
+    )
+    return {int(r["seq"]) for r in await cur.fetchall()}
+
+
+async def save_acks(conn: Conn, acks: dict[str, int]) -> None:
+    if not acks:
+        return
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO device_acks (device_id, upto, updated_at) VALUES (%s, %s, now())"
+            " ON CONFLICT (device_id) DO UPDATE"
+            " SET upto = GREATEST(device_acks.upto, EXCLUDED.upto), updated_at = now()",
+            list(acks.items()),
+        )
+
+
+async def recent_fixes(
+    conn: Conn, subject_id: str, before: datetime, limit: int
+) -> list[dict[str, Any]]:
+    """The subject's last fixes before an instant, oldest first (to warm rule state)."""
+    cur = await conn.execute(
+        f"SELECT {_FIX_COLS} FROM fixes WHERE subject_id = %s AND t < %s ORDER BY t DESC LIMIT %s",
+        (subject_id, before, limit),
+    )
+    rows = await cur.fetchall()
+    rows.reverse()
+    return rows
+
+
+async def subject_fixes(
+    conn: Conn,
+    subject_id: str,
+    since: datetime | None,
+    until: datetime | None,
+    after: tuple[datetime, str, int] | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """A page of the subject's fixes, oldest first; `after` is the last row of the
+    previous page (t, device_id, seq)."""
+    where = ["subject_id = %(s)s"]
+    params: dict[str, Any] = {"s": subject_id, "limit": limit}
+    if since is not None:
+        where.append("t >= %(since)s")
+        params["since"] = since
+    if until is not None:
+        where.append("t < %(until)s")
+        params["until"] = until
+    if after is not None:
+        where.append("(t, device_id, coalesce(seq, 0)) > (%(at)s, %(ad)s, %(aseq)s)")
+        params.update(at=after[0], ad=after[1], aseq=after[2])
+    cur = await conn.execute(
+        f"SELECT {_FIX_COLS} FROM fixes WHERE {' AND '.join(where)}"
+        " ORDER BY t, device_id, coalesce(seq, 0) LIMIT %(limit)s",
+        params,
+    )
+    return await cur.fetchall()

@@ -1,0 +1,135 @@
+"""Subjects, their status orders and the consultation log."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow
+
+__all__ = [
+    "add_status",
+    "create",
+    "get",
+    "get_by_external_id",
+    "ids_for_officer",
+    "log_consultation",
+    "statuses",
+    "update",
+]
+
+Conn = AsyncConnection[DictRow]
+
+_COLUMNS = "id, name, external_id, timezone, officer, created_at, updated_at"
+
+
+def _uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+async def create(
+    conn: Conn, name: str, external_id: str, timezone: str, officer: str | None
+) -> dict[str, Any] | None:
+    """None when the external_id is already taken."""
+    cur = await conn.execute(
+        "INSERT INTO subjects (id, name, external_id, timezone, officer)"
+        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (external_id) DO NOTHING"
+        f" RETURNING {_COLUMNS}",
+        (uuid.uuid4(), name, external_id, timezone, officer),
+    )
+    return await cur.fetchone()
+
+
+async def get(conn: Conn, subject_id: str, for_update: bool = False) -> dict[str, Any] | None:
+    key = _uuid(subject_id)
+    if key is None:
+        return None
+    lock = " FOR UPDATE" if for_update else ""
+    cur = await conn.execute(f"SELECT {_COLUMNS} FROM subjects WHERE id = %s{lock}", (key,))
+    return await cur.fetchone()
+
+
+async def get_by_external_id(conn: Conn, external_id: str) -> dict[str, Any] | None:
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM subjects WHERE external_id = %s", (external_id,)
+    )
+    return await cur.fetchone()
+
+
+async def update(conn: Conn, subject_id: str, changes: dict[str, Any]) -> dict[str, Any] | None:
+    allowed = {"name", "timezone", "officer"}
+    sets = [f"{k} = %({k})s" for k in changes if k in allowed]
+    if not sets:
+        return await get(conn, subject_id)
+    cur = await conn.execute(
+        f"UPDATE subjects SET {', '.join(sets)}, updated_at = now() WHERE id = %(id)s"
+        f" RETURNING {_COLUMNS}",
+        {**{k: v for k, v in changes.items() if k in allowed}, "id": subject_id},
+    )
+    return await cur.fetchone()
+
+
+async def ids_for_officer(conn: Conn, officer: str) -> list[str]:
+    cur = await conn.execute("SELECT id FROM subjects WHERE officer = %s", (officer,))
+    return [str(r["id"]) for r in await cur.fetchall()]
+
+
+async def add_status(
+    conn: Conn,
+    subject_id: str,
+    status: str,
+    home: tuple[float, float] | None,
+    radius_m: float | None,
+    zone_id: str | None,
+    effective_at: datetime,
+    set_by: str,
+) -> dict[str, Any]:
+    cur = await conn.execute(
+        "INSERT INTO subject_statuses (subject_id, status, home_lon, home_lat, radius_m, zone_id,"
+        " effective_at, set_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+        " RETURNING id, subject_id, status, home_lon, home_lat, radius_m, zone_id, effective_at,"
+        " recorded_at, set_by",
+        (
+            subject_id,
+            status,
+            home[0] if home else None,
+            home[1] if home else None,
+            radius_m,
+            zone_id,
+            effective_at,
+            set_by,
+        ),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return row
+
+
+async def statuses(conn: Conn, subject_id: str) -> list[dict[str, Any]]:
+    cur = await conn.execute(
+        "SELECT id, subject_id, status, home_lon, home_lat, radius_m, zone_id, effective_at,"
+        " recorded_at, set_by FROM subject_statuses WHERE subject_id = %s ORDER BY recorded_at",
+        (subject_id,),
+    )
+    return await cur.fetchall()
+
+
+async def log_consultation(
+    conn: Conn,
+    username: str,
+    reason: str,
+    subject_id: str | None,
+    what: str,
+    range_from: datetime | None = None,
+    range_until: datetime | None = None,
+) -> None:
+    await conn.execute(
+        "INSERT INTO consultations (username, reason, subject_id, what, range_from, range_until)"
+        " VALUES (%s, %s, %s, %s, %s, %s)",
+        (username, reason, subject_id, what, range_from, range_until),
+    )
