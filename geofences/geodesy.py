@@ -25,6 +25,7 @@ from pyproj import Geod
 
 __all__ = [
     "EXACT_BEYOND_M",
+    "MIN_RADIUS_M",
     "WGS84_A",
     "WGS84_E2",
     "WGS84_F",
@@ -51,7 +52,7 @@ EXACT_BEYOND_M: Final = 50_000.0
 # The smallest radius of curvature anywhere on the ellipsoid (the meridional radius at the
 # equator). Converting metres to degrees with it over-estimates the angle, which is the safe
 # direction for bounding boxes.
-_MIN_RADIUS_M: Final = WGS84_A * (1 - WGS84_E2)
+MIN_RADIUS_M: Final = WGS84_A * (1 - WGS84_E2)
 
 _GEOD: Final = Geod(ellps="WGS84")
 
@@ -207,7 +208,7 @@ def circle_bounds(lon: float, lat: float, radius_m: float) -> tuple[float, float
     spatial indexes, where a miss would be a wrong answer and a spare candidate costs little.
     """
     # Angular radius on a sphere of the smallest curvature radius: never too small.
-    delta = math.degrees(radius_m / _MIN_RADIUS_M) * (1 + 1e-9) + 1e-9
+    delta = math.degrees(radius_m / MIN_RADIUS_M) * (1 + 1e-9) + 1e-9
     south = lat - delta
     north = lat + delta
     if north >= 90.0 or south <= -90.0:

@@ -19,14 +19,11 @@ import numpy as np
 import shapely
 from numpy.typing import ArrayLike, NDArray
 
-from geofences.geodesy import FloatArray, wrap_longitude
-from geofences.model import Shape, bounds, margin_m
+from geofences.geodesy import MIN_RADIUS_M, FloatArray, distance_m, wrap_longitude
+from geofences.model import Circle, Shape, bounds, margin_m
 
 __all__ = ["Matches", "ZoneIndex"]
 
-# Metres per radian on the smallest curvature radius of the ellipsoid: metres converted to
-# degrees with it are over-estimated, so no candidate is missed.
-_MIN_RADIUS_M: Final = 6_335_439.0
 # The least a query box is grown (about 1 cm): it makes a fix on a box's edge, or on
 # longitude ±180 written either way, meet the zones touching it.
 _MIN_GROW_DEG: Final = 1e-7
@@ -63,7 +60,16 @@ class ZoneIndex:
     milliseconds); each shape prepares its own edges on its first query.
     """
 
-    __slots__ = ("_by_id", "_ids", "_owner", "_shapes", "_tree")
+    __slots__ = (
+        "_by_id",
+        "_centre_lat",
+        "_centre_lon",
+        "_ids",
+        "_owner",
+        "_radius",
+        "_shapes",
+        "_tree",
+    )
 
     def __init__(self, zones: Iterable[tuple[str, Shape]]) -> None:
         ids: list[str] = []
@@ -92,6 +98,13 @@ class ZoneIndex:
             shapely.box(corners[:, 0], corners[:, 1], corners[:, 2], corners[:, 3])
         )
         self._owner: NDArray[np.intp] = np.array(owner, dtype=np.intp)
+        circles = [
+            (s.lon, s.lat, s.radius_m) if isinstance(s, Circle) else (0, 0, 0) for s in shapes
+        ]
+        centres = np.array(circles, dtype=np.float64).reshape(-1, 3)
+        self._centre_lon: FloatArray = centres[:, 0]
+        self._centre_lat: FloatArray = centres[:, 1]
+        self._radius: FloatArray = centres[:, 2]  # 0 for a shape that is not a circle
 
     def __len__(self) -> int:
         return len(self._shapes)
@@ -121,13 +134,23 @@ class ZoneIndex:
         if point.size == 0:
             return _empty()
         margins = np.empty(point.size, dtype=np.float64)
-        order = np.argsort(zone, kind="stable")
-        point, zone = point[order], zone[order]
-        starts = np.flatnonzero(np.r_[True, zone[1:] != zone[:-1]])
-        stops = np.r_[starts[1:], zone.size]
-        for start, stop in zip(starts.tolist(), stops.tolist(), strict=True):
-            pts = point[start:stop]
-            margins[start:stop] = margin_m(self._shapes[zone[start]], lon_f[pts], lat_f[pts])
+        # Circles (homes, schools, venues) are measured all at once, whatever zone they
+        # belong to; other shapes zone by zone, each vectorised over its own fixes.
+        round_ = self._radius[zone] > 0.0
+        if np.any(round_):
+            z = zone[round_]
+            p = point[round_]
+            margins[round_] = (
+                distance_m(self._centre_lon[z], self._centre_lat[z], lon_f[p], lat_f[p])
+                - self._radius[z]
+            )
+        rest = np.flatnonzero(~round_)
+        rest = rest[np.argsort(zone[rest], kind="stable")]
+        for pairs in np.split(rest, np.flatnonzero(np.diff(zone[rest])) + 1):
+            if pairs.size:
+                pts = point[pairs]
+                shape = self._shapes[zone[pairs[0]]]
+                margins[pairs] = margin_m(shape, lon_f[pts], lat_f[pts])
         keep = margins <= within_m
         point, zone, margins = point[keep], zone[keep], margins[keep]
         order = np.lexsort((margins, point))
@@ -149,7 +172,7 @@ class ZoneIndex:
             return empty, empty
         x = wrap_longitude(lon[finite])
         y = lat[finite]
-        grow = math.degrees(within_m / _MIN_RADIUS_M) * (1 + 1e-9) + _MIN_GROW_DEG
+        grow = math.degrees(within_m / MIN_RADIUS_M) * (1 + 1e-9) + _MIN_GROW_DEG
         south = np.maximum(y - grow, -90.0)
         north = np.minimum(y + grow, 90.0)
         widest = np.maximum(np.abs(south), np.abs(north))

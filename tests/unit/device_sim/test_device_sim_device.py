@@ -42,13 +42,25 @@ def test_locate_sends_a_fresh_fix_and_answers(bracelet: Bracelet) -> None:
     _deliver(bracelet, "cmd", {"id": "c-81f2", "cmd": "locate"})
     fixes = [r.body for r in bracelet.unacked() if r.kind == "fix"]
     assert fixes == [
-        {"seq": 1, "t": T0 + 60_000, "lat": 43.24, "lon": 76.89, "acc": 7.5, "src": "gnss",
-         "spd": 0.3, "batt": 80}
-    ]  # fmt: skip
+        {
+            "seq": 1,
+            "t": T0 + 60_000,
+            "lat": 43.24,
+            "lon": 76.89,
+            "acc": 7.5,
+            "src": "gnss",
+            "spd": 0.3,
+            "batt": 80,
+        }
+    ]
     assert _events(bracelet) == [
-        {"seq": 2, "t": T0 + 60_000, "kind": "cmd_result",
-         "detail": {"id": "c-81f2", "ok": True, "seq": 1}}
-    ]  # fmt: skip
+        {
+            "seq": 2,
+            "t": T0 + 60_000,
+            "kind": "cmd_result",
+            "detail": {"id": "c-81f2", "ok": True, "seq": 1},
+        }
+    ]
 
 
 def test_locate_without_a_locator_repeats_the_last_position(bracelet: Bracelet) -> None:
@@ -64,12 +76,17 @@ def test_locate_with_no_position_at_all_says_so(bracelet: Bracelet) -> None:
 
 
 def test_set_interval_changes_both_intervals(bracelet: Bracelet) -> None:
-    _deliver(bracelet, "cmd", {"id": "c-2", "cmd": "set_interval",
-                               "args": {"fix_s": 15, "upload_s": 60}})  # fmt: skip
+    _deliver(
+        bracelet, "cmd", {"id": "c-2", "cmd": "set_interval", "args": {"fix_s": 15, "upload_s": 60}}
+    )
     assert bracelet.fix_interval_s == 15.0
     assert bracelet.upload_interval_s == 60.0
-    assert _events(bracelet)[0]["detail"] == {"id": "c-2", "ok": True, "fix_s": 15.0,
-                                              "upload_s": 60.0}  # fmt: skip
+    assert _events(bracelet)[0]["detail"] == {
+        "id": "c-2",
+        "ok": True,
+        "fix_s": 15.0,
+        "upload_s": 60.0,
+    }
 
 
 @pytest.mark.parametrize("args", [None, {}, {"fix_s": 0}, {"fix_s": "15"}, {"upload_s": True}])

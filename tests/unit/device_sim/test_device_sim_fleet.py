@@ -68,12 +68,17 @@ def test_a_new_interval_by_command_takes_effect(tmp_path: Path) -> None:
     clocks = Clocks()
     fleet = _fleet(tmp_path, clocks, 2)
     other = fleet.wearers[1].bracelet
-    other.receive("em/v1/dev/T-0002/cmd", b'{"id": "c-1", "cmd": "set_interval", '
-                  b'"args": {"fix_s": 2, "upload_s": 2}}')  # fmt: skip
-    for _ in range(10):
+    fleet.make_fixes(clocks.monotonic())  # a fix now; the next one due in 15 s
+    clocks.mono += 1.0
+    other.receive(
+        "em/v1/dev/T-0002/cmd",
+        b'{"id": "c-1", "cmd": "set_interval", "args": {"fix_s": 2, "upload_s": 2}}',
+    )
+    for _ in range(9):
         fleet.make_fixes(clocks.monotonic())
         clocks.mono += 1.0
-    assert [r.kind for r in other.unacked()].count("fix") == 5
+    fix_times = [r.body["t"] for r in other.unacked() if r.kind == "fix"]
+    assert fix_times == [WALL0 + i * 2000 for i in range(5)]
 
 
 def test_progress_line() -> None:

