@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeGuard
@@ -61,7 +62,13 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
 def _b64url_decode(text: str) -> bytes:
+    # urlsafe_b64decode silently drops characters outside the alphabet; refuse them.
+    if not _B64URL.fullmatch(text):
+        raise ValueError("not base64url")
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
@@ -88,7 +95,12 @@ def _is_int(v: object) -> TypeGuard[int]:
 
 
 def _is_number(v: object) -> bool:
-    return (isinstance(v, int | float)) and not isinstance(v, bool) and math.isfinite(v)
+    if not isinstance(v, int | float) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an integer too large for a float
+        return False
 
 
 def _seq_t(rec: dict[str, Any]) -> tuple[int, datetime]:
@@ -122,7 +134,7 @@ def _fix(device_id: str, rec: dict[str, Any], received_at: datetime) -> Fix:
         raise ValueError(f"'lon' must be a number in [-180, 180], got {lon!r}")
     if not _is_number(acc) or acc < 0:
         raise ValueError(f"'acc' must be a number >= 0 (metres), got {acc!r}")
-    if src not in FIX_SOURCES:
+    if not isinstance(src, str) or src not in FIX_SOURCES:
         raise ValueError(f"'src' must be one of {sorted(FIX_SOURCES)}, got {src!r}")
     spd = rec.get("spd")
     if spd is not None and (not _is_number(spd) or spd < 0):
@@ -152,7 +164,7 @@ def _event(device_id: str, rec: dict[str, Any], received_at: datetime) -> Device
     kind = rec.get("kind")
     if kind is None:
         raise ValueError("field 'kind' is missing")
-    if kind not in EVENT_KINDS:
+    if not isinstance(kind, str) or kind not in EVENT_KINDS:
         raise ValueError(f"'kind' {kind!r} is not an event kind of protocol v1")
     detail = rec.get("detail")
     if detail is not None and not isinstance(detail, dict):
@@ -168,11 +180,20 @@ def _event(device_id: str, rec: dict[str, Any], received_at: datetime) -> Device
 def decode_upload(device_id: str, topic: str, payload: bytes, received_at: datetime) -> Upload:
     """Decode an upload; raise UploadFault for a whole-upload fault."""
     try:
-        doc = json.loads(payload)
+        # Decoded as UTF-8 explicitly: json.loads(bytes) would also accept UTF-16/32.
+        text = payload.decode("utf-8")
     except UnicodeDecodeError:
         raise UploadFault("payload is not UTF-8 text") from None
+    if "\x00" in text:  # UTF-16 without a byte-order mark decodes, NULs and all
+        raise UploadFault("payload is not UTF-8 text: it contains NUL bytes (UTF-16?)")
+    try:
+        doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UploadFault(f"payload is not JSON: {exc.msg} at position {exc.pos}") from None
+    except RecursionError:
+        raise UploadFault("payload is not JSON this service accepts: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer beyond Python's conversion limit
+        raise UploadFault(f"payload is not JSON this service accepts: {exc}") from None
     if not isinstance(doc, dict):
         raise UploadFault(f"payload is not a JSON object but {type(doc).__name__}")
     unknown = set(doc) - {"fixes", "events"}

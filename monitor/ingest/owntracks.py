@@ -23,26 +23,44 @@ def _number(doc: dict[str, Any], name: str, required: bool = True) -> float | No
         if required:
             raise ValueError(f"field '{name}' is missing")
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"'{name}' must be a number, got {value!r}")
-    return float(value)
+    try:
+        result = float(value)
+    except OverflowError:
+        raise ValueError(f"'{name}' is out of range") from None
+    if not math.isfinite(result):
+        raise ValueError(f"'{name}' must be a finite number")
+    return result
+
+
+# Plausible epoch seconds: 2000-01-01 .. 2100-01-01.
+_TST_MIN, _TST_MAX = 946_684_800, 4_102_444_800
+
+
+def _tst(value: object) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    if not _TST_MIN <= value <= _TST_MAX:
+        raise ValueError(f"'tst' {value} is outside 2000..2100 (epoch seconds)")
+    return value
 
 
 def decode_owntracks(
     device_id: str, payload: bytes, received_at: datetime
 ) -> tuple[Fix | None, DeviceEvent | None]:
     try:
-        doc = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"not JSON ({exc})") from None
+        doc = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"not JSON ({type(exc).__name__}: {str(exc)[:200]})") from None
     if not isinstance(doc, dict):
         raise ValueError("not a JSON object")
     kind = doc.get("_type")
     if kind == "location":
         lat, lon = _number(doc, "lat"), _number(doc, "lon")
-        tst = doc.get("tst")
-        if isinstance(tst, bool) or not isinstance(tst, int):
-            raise ValueError(f"'tst' must be an integer (epoch seconds), got {tst!r}")
+        tst = _tst(doc.get("tst"))
+        if tst is None:
+            raise ValueError(f"'tst' must be an integer (epoch seconds), got {doc.get('tst')!r}")
         assert lat is not None
         assert lon is not None
         if not -90 <= lat <= 90 or not -180 <= lon <= 180:
@@ -66,12 +84,8 @@ def decode_owntracks(
         )
         return fix, None
     if kind in ("lwt", "status", "transition"):
-        tst = doc.get("tst")
-        t = (
-            from_epoch_ms(tst * 1000)
-            if isinstance(tst, int) and not isinstance(tst, bool)
-            else received_at
-        )
+        tst = _tst(doc.get("tst"))
+        t = from_epoch_ms(tst * 1000) if tst is not None else received_at
         name = {"lwt": "offline", "status": "phone_status", "transition": "transition"}[kind]
         return None, DeviceEvent(device_id, None, t, name, received_at, doc)
     raise ValueError(f"unsupported _type {kind!r}")

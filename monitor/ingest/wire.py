@@ -45,7 +45,7 @@ def parse_topic(topic: str) -> DeviceTopic:
     if len(parts) != 5 or parts[:3] != ["em", "v1", "dev"]:
         raise TopicError(f"topic {topic!r} is not em/v1/dev/{{device_id}}/up or /state")
     device_id, channel = parts[3], parts[4]
-    if not DEVICE_ID.match(device_id):
+    if not DEVICE_ID.fullmatch(device_id):
         raise TopicError(f"topic {topic!r}: device_id does not match {DEVICE_ID.pattern}")
     if channel == "up":
         return DeviceTopic("up", device_id, topic)

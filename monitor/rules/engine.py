@@ -132,15 +132,17 @@ def _run(
     # Decisions for every (fix, rule in force at its time), computed rule by rule over
     # arrays of fixes rather than one geometry call per fix.
     in_force = [_in_force(book, f, keys) for f in fixes]
-    by_key: dict[str, tuple[Rule, list[int]]] = {}
+    # Grouped by the rule itself, not its key: a zone edited (same key, new shape)
+    # within the batch judges each fix by the shape in force at its own time.
+    by_rule: dict[Rule, list[int]] = {}
     for i, rules in enumerate(in_force):
         for r in rules:
-            by_key.setdefault(r.key, (r, []))[1].append(i)
+            by_rule.setdefault(r, []).append(i)
     decided: dict[tuple[int, str], tuple[Decision, float]] = {}
-    for key, (rule, idx) in by_key.items():
+    for rule, idx in by_rule.items():
         decisions, wrong = _decide(rule, [fixes[i] for i in idx])
         for j, i in enumerate(idx):
-            decided[(i, key)] = (decisions[j], float(wrong[j]))
+            decided[(i, rule.key)] = (decisions[j], float(wrong[j]))
 
     for i, fix in enumerate(fixes):
         keys_now = {r.key for r in in_force[i]}

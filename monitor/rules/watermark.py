@@ -36,11 +36,15 @@ class Watermark:
         self.above = {s for s in self.above if s > self.upto}
 
     def account(self, seqs: list[int] | set[int], now: datetime) -> None:
+        before = self.upto
         self.above.update(s for s in seqs if s > self.upto)
         self._advance()
         if not self.above:
             self.hole_since = None
-        elif self.hole_since is None:
+        elif self.hole_since is None or self.upto != before:
+            # A new hole, or the old one filled and a later one is now the first: the
+            # time it was first seen is not kept, so it gets a full timeout from now
+            # (a gap declared late, never early).
             self.hole_since = now
 
     def expire(self, now: datetime, timeout: timedelta) -> list[Gap]:

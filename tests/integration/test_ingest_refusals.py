@@ -111,6 +111,8 @@ def test_signed_device_refuses_forged_uploads_and_raises_integrity(
         device.publish(forged, sig=sign(b"\0" * 32, forged))  # wrong key
         device.publish(good, sig=sign(key, good))
         device.publish(good, sig=sign(key, good))  # a replay changes nothing
+        after = json.dumps({"fixes": [_fix(2)]}).encode()
+        device.publish(after, sig=sign(key, after))
         with psycopg.connect(database_url) as conn:
             wait_for(
                 lambda: (
@@ -120,11 +122,11 @@ def test_signed_device_refuses_forged_uploads_and_raises_integrity(
                 30,
                 "two integrity alerts",
             )
-            # The replay is acknowledged like the original, and stores nothing new.
-            wait_for(lambda: device.acks.count(1) >= 2, 30, "the replay acknowledged")
-            assert conn.execute("SELECT seq FROM fixes WHERE device_id = 'BR-0200'").fetchall() == [
-                (1,)
-            ]
+            # Uploads of one device are handled in order: once seq 2 is acknowledged,
+            # the replay before it has been handled too, and it stored nothing new.
+            wait_for(lambda: 2 in device.acks, 30, "ack upto 2")
+            seqs = conn.execute("SELECT seq FROM fixes WHERE device_id = 'BR-0200' ORDER BY seq")
+            assert seqs.fetchall() == [(1,), (2,)]
             reasons = sorted(
                 r[0]
                 for r in conn.execute(
