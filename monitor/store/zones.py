@@ -7,10 +7,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from geofences.validate import parse_feature
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
+from geofences.validate import parse_feature
 from monitor.domain import Status
 from monitor.rules.book import RuleBook, StatusOrder, ZoneEntry
 from monitor.rules.schedule import parse as parse_schedule

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Query, status
-from geofences.validate import ZoneError, parse_feature
 
+from geofences.validate import ZoneError, parse_feature
 from monitor.api import cursor as cursor_codec
 from monitor.api.deps import (
     AccessReason,
