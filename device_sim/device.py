@@ -10,8 +10,10 @@ the network themselves, for tests and one-off tools.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import select
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -135,6 +137,8 @@ class Bracelet:
         self._waiting_since: float | None = None  # when the oldest unsent new record came
         self._last_reading: Reading | None = None
         self._seen_cmds: OrderedDict[str, None] = OrderedDict()
+        self._poller = select.poll()
+        self._polled_fd: int | None = None
 
         # Counters for progress lines and tests.
         self.records_sent = 0  # records published, resends included
@@ -276,16 +280,31 @@ class Bracelet:
     def close(self, timeout_s: float = 3.0) -> None:
         """Say `{"online": false}` (a clean disconnect does not fire the will),
         disconnect, and close the journal."""
+        self.begin_close()
+        deadline = self._clock() + timeout_s
+        while not self.offline_said and self._clock() < deadline:
+            self._pump(0.05)
+        self.end_close()
+
+    def begin_close(self) -> None:
+        """First half of `close()`: stop reconnecting and publish `{"online": false}`,
+        so that a fleet can wait for all its devices' PUBACKs at once."""
         self._closing = True
         if self._connected:
             info = self._client.publish(self._state, _OFFLINE, qos=1, retain=True)
             self._state_mid = info.mid
-            deadline = self._clock() + timeout_s
-            while self._connected and self._state_mid is not None and self._clock() < deadline:
-                self._pump(0.05)
+
+    @property
+    def offline_said(self) -> bool:
+        """The broker has the offline state (or there is no connection to say it on)."""
+        return not self._connected or self._state_mid is None
+
+    def end_close(self) -> None:
+        """Second half of `close()`: disconnect and close the journal."""
+        self._closing = True
+        if self._client.socket() is not None:
+            # Written at once (no network thread here); paho closes the socket after it.
             self._client.disconnect()
-            while self._client.socket() is not None and self._clock() < deadline:
-                self._pump(0.05)
         self._connected = self._ready = False
         self._journal.close()
 
@@ -294,6 +313,12 @@ class Bracelet:
     def poll(self, timeout_s: float = 0.0) -> None:
         """Network traffic (waiting up to `timeout_s` for some), then `tick()`."""
         self._pump(timeout_s)
+        self.tick()
+
+    def service(self, readable: bool, writable: bool) -> None:
+        """For a driver that selects on `socket()` itself: read and write what its
+        select reported, then `tick()`."""
+        self._io(readable, writable)
         self.tick()
 
     def tick(self) -> None:
@@ -341,12 +366,45 @@ class Bracelet:
     # -- internals -----------------------------------------------------------------
 
     def _pump(self, timeout_s: float) -> None:
-        if self._client.socket() is None:
+        """Wait up to `timeout_s` for the socket, then read and write.
+
+        Not paho's `loop()`: that uses select(), which fails silently for descriptors
+        above 1024 (a few hundred devices in one process), and adds a socket pair per
+        client. A poll object has no such limit.
+        """
+        sock = self._client.socket()
+        if sock is None:
             # Nothing to wait on while disconnected; don't spin.
             if timeout_s > 0:
                 time.sleep(timeout_s)
             return
-        self._client.loop(timeout_s)
+        fd = sock.fileno()
+        if fd != self._polled_fd:
+            if self._polled_fd is not None:
+                with contextlib.suppress(KeyError, OSError):
+                    self._poller.unregister(self._polled_fd)
+            self._poller.register(fd, select.POLLIN)
+            self._polled_fd = fd
+        events = select.POLLIN | (select.POLLOUT if self._client.want_write() else 0)
+        self._poller.modify(fd, events)
+        ready = self._poller.poll(max(0, round(timeout_s * 1000)))
+        mask = ready[0][1] if ready else 0
+        self._io(
+            bool(mask & (select.POLLIN | select.POLLERR | select.POLLHUP)),
+            bool(mask & select.POLLOUT),
+        )
+
+    def _io(self, readable: bool, writable: bool) -> None:
+        client = self._client
+        if readable:
+            client.loop_read()
+            # TLS may hold decrypted bytes that no longer show on the socket.
+            sock = client.socket()
+            while sock is not None and getattr(sock, "pending", lambda: 0)() > 0:
+                client.loop_read()
+                sock = client.socket()
+        if client.socket() is not None and (writable or client.want_write()):
+            client.loop_write()
 
     def _reconnect(self, now: float) -> None:
         self._refusal = None

@@ -208,9 +208,11 @@ class Fleet:
                 else:
                     time.sleep(timeout)  # nobody connected: nothing to select on
                     ready = []
-                for key, _ in ready:
+                for key, mask in ready:
                     wearer: Wearer = key.data
-                    wearer.bracelet.poll(0.0)
+                    wearer.bracelet.service(
+                        bool(mask & selectors.EVENT_READ), bool(mask & selectors.EVENT_WRITE)
+                    )
                 if report is not None and now - last_report >= report_every_s:
                     progress = self.progress(now, last_made, now - last_report)
                     report(progress)
@@ -222,18 +224,37 @@ class Fleet:
         self.close()
         return final
 
-    def close(self, drain_s: float = 3.0) -> None:
-        """Give the last records a moment to go out and be acknowledged, then say
-        offline and disconnect every bracelet."""
+    def close(self, drain_s: float = 3.0, goodbye_s: float = 2.0) -> None:
+        """Give the last records up to `drain_s` to go out and be acknowledged, then
+        say offline (all devices at once, up to `goodbye_s` for the PUBACKs) and
+        disconnect every bracelet."""
+        bracelets = [w.bracelet for w in self.wearers]
         deadline = self._clock() + drain_s
-        while self._clock() < deadline and any(
-            w.bracelet.connected and w.bracelet.pending for w in self.wearers
-        ):
-            for w in self.wearers:
-                w.bracelet.poll(0.0)
-            time.sleep(0.02)
-        for w in self.wearers:
-            w.bracelet.close(timeout_s=1.0)
+        while self._clock() < deadline and any(b.connected and b.pending for b in bracelets):
+            self._pump_all(bracelets)
+        for b in bracelets:
+            b.begin_close()
+        deadline = self._clock() + goodbye_s
+        while self._clock() < deadline and not all(b.offline_said for b in bracelets):
+            self._pump_all(bracelets)
+        for b in bracelets:
+            b.end_close()
+
+    @staticmethod
+    def _pump_all(bracelets: list[Bracelet], timeout_s: float = 0.02) -> None:
+        with selectors.DefaultSelector() as selector:
+            for b in bracelets:
+                sock = b.socket()
+                if sock is not None:
+                    write = selectors.EVENT_WRITE if b.wants_write() else 0
+                    selector.register(sock, selectors.EVENT_READ | write, b)
+            if not selector.get_map():
+                return
+            for key, mask in selector.select(timeout_s):
+                bracelet: Bracelet = key.data
+                bracelet.service(
+                    bool(mask & selectors.EVENT_READ), bool(mask & selectors.EVENT_WRITE)
+                )
 
     def progress(self, now: float, made_before: int, period_s: float) -> Progress:
         made = sum(w.made for w in self.wearers)

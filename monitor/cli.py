@@ -26,9 +26,15 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.command == "db":
+        import psycopg
+
         from monitor.store import migrate
 
-        applied = migrate.apply(settings.database_url)
+        try:
+            applied = migrate.apply(settings.database_url)
+        except psycopg.OperationalError as exc:
+            print(f"monitor: cannot reach the database: {exc}".strip(), file=sys.stderr)
+            return 2
         print(
             f"applied {len(applied)} migration(s): {', '.join(m.name for m in applied) or 'none'}"
         )
