@@ -29,8 +29,6 @@ from device_sim.roster import Roster, enrol
 
 __all__ = ["main", "parse_broker"]
 
-log = logging.getLogger("device_sim")
-
 
 def parse_broker(url: str) -> Broker:
     """`mqtt://host:port` or `mqtts://host:port` (TLS); credentials in it are ignored,
@@ -97,7 +95,9 @@ def _parser() -> argparse.ArgumentParser:
         "upload",
         help="publish one raw upload from a file and print the ack",
         description="Publishes the file's bytes unchanged to em/v1/dev/ID/up (signed when "
-        "a key is given) and prints the backend's ack.",
+        "a key is given) and prints the backend's ack. It speaks as the device, in the "
+        "device's own seq space: a seq stored this way is taken for a duplicate when the "
+        "device itself uses it later.",
     )
     upload.add_argument("--mqtt-url", type=parse_broker, default=parse_broker("mqtt://127.0.0.1"))
     upload.add_argument("--device-id", required=True)

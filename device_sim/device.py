@@ -1,11 +1,21 @@
 """One simulated bracelet: an MQTT connection speaking protocol v1.
 
-The bracelet owns no thread. Whoever drives it calls `poll()` (or `tick()` after its
-own select on `socket()`), and every paho callback runs inside those calls, on the
+The bracelet owns no thread. Whoever drives it calls `poll()`, or `service()` after
+its own select on `socket()`, and every paho callback runs inside those calls, on the
 caller's thread. That keeps a fleet of many devices on one thread without locks, and
 away from the interpreter-lock fight that `loop_start()` causes under load (see the
 field notes). The blocking helpers (`connect`, `flush`, `wait_acked`, `close`) pump
 the network themselves, for tests and one-off tools.
+
+Typical use:
+
+    b = Bracelet("BR-0001", "127.0.0.1", 1883, "BR-0001", password,
+                 signing_key=key, state_dir=Path(".local/sim/BR-0001"))
+    b.connect()
+    seq = b.add_fix(t_ms, lat, lon, acc=8.5)
+    b.flush()
+    assert b.wait_acked(10)
+    b.close()
 """
 
 from __future__ import annotations
@@ -123,7 +133,7 @@ class Bracelet:
         self._cmd = topic(device_id, "cmd")
 
         # Connection state, all changed from paho's callbacks or tick().
-        self._started = False  # connect() or begin_connect() called; reconnect on loss
+        self._started = False  # connect() or start() called: reconnect when lost
         self._closing = False
         self._connected = False  # CONNACK accepted
         self._ready = False  # and the subscriptions confirmed: uploads may go
@@ -155,8 +165,9 @@ class Bracelet:
             # v3.1.1 takes it here, v5 at connect().
             clean_session=None if mqtt5 else True,
         )
-        if username is not None or password is not None:
-            self._client.username_pw_set(username or device_id, password)
+        # Protocol v1: the MQTT username is the device id; a development broker may
+        # take it without a password.
+        self._client.username_pw_set(username or device_id, password)
         if tls:
             self._client.tls_set()
         self._client.will_set(self._state, _OFFLINE, qos=1, retain=True)

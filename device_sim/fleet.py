@@ -178,6 +178,7 @@ class Fleet:
         `should_stop()` turns true or `duration_s` has passed. Returns the last figures."""
         self._t0 = self._clock()
         wall = self._wall_ms()
+        log.info("starting %d devices, speedup %g", len(self.wearers), self.speedup)
         for w in self.wearers:
             w.acked_at_start = w.bracelet.acked_upto
             w.bracelet.add_event(wall, "boot")

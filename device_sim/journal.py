@@ -312,8 +312,10 @@ class Journal:
         self._unsent = OrderedDict.fromkeys(self._records)
 
     def _append(self, record: Record) -> None:
-        if self._file is None:
+        if self._dir is None:
             return
+        if self._file is None:
+            raise RuntimeError(f"the journal in {self._dir} is closed")
         self._file.write(record.line() + "\n")
         self._file.flush()
         self._file_lines += 1

@@ -34,7 +34,8 @@ for svc in mosquitto postgresql; do
     sudo_ systemctl stop "$svc" || true
   fi
 done
-sudo_ pkill -x mosquitto 2>/dev/null || true
+# Only the packaged broker (its own config), never a broker this project started.
+sudo_ pkill -f '^/usr/sbin/mosquitto -c /etc/mosquitto/mosquitto.conf' 2>/dev/null || true
 
 # TimescaleDB: not in Debian 12's archive. Debian 13 carries it as a source package
 # (the Apache-licensed edition), which builds against PostgreSQL 15. It is fetched through a

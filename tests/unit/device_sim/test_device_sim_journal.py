@@ -210,3 +210,11 @@ def test_an_in_memory_journal_writes_nothing(
     journal.acknowledge(3)
     journal.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_closed_journal_takes_no_more_records(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        journal.add_event(T0, "boot")
+    assert journal.last_seq == 0
