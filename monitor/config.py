@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     batch_max_ms: int = 20
     # A hole in a device's seq open this long becomes a data gap (protocol: 10 minutes).
     gap_timeout_s: float = 600.0
+    # A `locate` not answered within this is reported (protocol: 3 minutes).
+    locate_timeout_s: float = 180.0
     log_level: str = "INFO"
 
     @property

@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -34,10 +35,12 @@ from monitor.domain import (
     Severity,
     iso,
 )
+from monitor.ingest.broker import acl_lines, password_hash, write_atomically
+from monitor.ingest.broker import reload as reload_broker
 from monitor.ingest.codec import UploadFault, decode_upload, verify_signature
 from monitor.ingest.owntracks import decode_owntracks
 from monitor.ingest.subscriber import Message
-from monitor.ingest.wire import TopicError, ack_topic, parse_topic
+from monitor.ingest.wire import TopicError, ack_topic, cmd_topic, parse_topic
 from monitor.rules.book import RuleBook
 from monitor.rules.engine import (
     AlertChange,
@@ -51,6 +54,7 @@ from monitor.rules.engine import (
 from monitor.rules.events import judge as judge_event
 from monitor.rules.watermark import Gap, Watermark
 from monitor.store import alerts as alert_store
+from monitor.store import commands as command_store
 from monitor.store import devices as device_store
 from monitor.store import positions
 from monitor.store import zones as zone_store
@@ -142,6 +146,7 @@ class Ingest:
         self._states: dict[str, SubjectState] = {}
         self._episode_alerts: dict[str, str] = {}
         self._online: dict[str, bool] = {}
+        self._broker_lock = asyncio.Lock()
         self.processed_batches = 0
         self.stored_fixes = 0
 
@@ -160,14 +165,41 @@ class Ingest:
         if device.owntracks_topic:
             self._owntracks[device.owntracks_topic] = device.device_id
 
-    def device_enrolled(self, row: dict[str, Any]) -> None:
+    async def device_enrolled(self, row: dict[str, Any]) -> None:
         self._remember(DeviceInfo.from_row(row))
+        await self.sync_broker_files()
 
     async def device_changed(self, device_id: str) -> None:
         async with self._pool.connection() as conn:
             row = await device_store.get(conn, device_id)
         if row is not None:
             self._remember(DeviceInfo.from_row(row))
+            await self.sync_broker_files()
+
+    async def sync_broker_files(self) -> None:
+        """When the service runs the broker, write its password and ACL files from the
+        enrolled devices and make it reload them (SIGHUP): no broker restart."""
+        files = self._settings.broker
+        if not files.password_file:
+            return
+        async with self._broker_lock:
+            async with self._pool.connection() as conn:
+                rows = await device_store.broker_credentials(conn)
+            endpoint = self._settings.mqtt
+            passwords = [f"{r['device_id']}:{r['mqtt_password_hash']}" for r in rows]
+            if endpoint.username and endpoint.password:
+                passwords.insert(0, f"{endpoint.username}:{password_hash(endpoint.password)}")
+            write_atomically(Path(files.password_file), "\n".join(passwords) + "\n")
+            if files.acl_file:
+                acl = acl_lines(
+                    endpoint.username, [(r["device_id"], r["owntracks_topic"]) for r in rows]
+                )
+                write_atomically(Path(files.acl_file), "\n".join(acl) + "\n")
+            if files.pid_file:
+                failure = reload_broker(Path(files.pid_file))
+                if failure is not None:
+                    log.warning("could not make the broker reload its files: %s", failure)
+            log.info("broker files written for %d device(s)", len(rows))
 
     # the loop
 
@@ -216,8 +248,9 @@ class Ingest:
                 delay = min(delay * 2, 5.0)
 
     async def tick(self) -> None:
-        """Periodic work: close sequence holes that have been open too long."""
+        """Periodic work: report unanswered locates; close sequence holes open too long."""
         now = self._clock()
+        await self._expire_locates(now)
         due = [
             d
             for d, wm in self._watermarks.items()
@@ -233,6 +266,34 @@ class Ingest:
         self._watermarks.update(tentative)
         for d, wm in tentative.items():
             self._publish(ack_topic(d), json.dumps({"upto": wm.upto}).encode(), True)
+
+    async def _expire_locates(self, now: datetime) -> None:
+        timeout = timedelta(seconds=self._settings.locate_timeout_s)
+        async with self._pool.connection() as conn, conn.transaction():
+            for row in await command_store.expire_locates(conn, timeout):
+                device = self._devices.get(row["device_id"])
+                log.warning("locate %s to %s unanswered", row["id"], row["device_id"])
+                await alert_store.insert(
+                    conn,
+                    alert_store.NewAlert(
+                        subject_id=device.subject_at(now) if device else None,
+                        device_id=row["device_id"],
+                        kind=AlertKind.COMMS_LOSS.value,
+                        severity=Severity.SERIOUS.value,
+                        rule_key="locate_unanswered",
+                        zone_id=None,
+                        fix_time=None,
+                        received_at=now,
+                        lat=None,
+                        lon=None,
+                        detail={
+                            "reason": "locate unanswered",
+                            "command_id": row["id"],
+                            "requested_at": iso(row["requested_at"]),
+                            "timeout_s": self._settings.locate_timeout_s,
+                        },
+                    ),
+                )
 
     # one batch
 
@@ -496,7 +557,11 @@ class Ingest:
         self, conn: Conn, batch: _Batch, new_events: set[tuple[str, int | None, datetime]]
     ) -> None:
         for event, subject in batch.events:
-            if subject is None or (event.device_id, event.seq, event.t) not in new_events:
+            if (event.device_id, event.seq, event.t) not in new_events:
+                continue
+            if event.kind == "cmd_result" and event.detail is not None:
+                await self._command_answered(conn, event)
+            if subject is None:
                 continue
             outcome = judge_event(event)
             if outcome is None:
@@ -549,6 +614,31 @@ class Ingest:
                     detail={**info, "late": event.received_at - event.t > timedelta(minutes=5)},
                 ),
             )
+
+    async def _command_answered(self, conn: Conn, event: DeviceEvent) -> None:
+        assert event.detail is not None
+        row = await command_store.answer(
+            conn,
+            event.device_id,
+            str(event.detail["id"]),
+            bool(event.detail.get("ok")),
+            event.t,
+            event.detail,
+        )
+        if row is None:
+            log.info(
+                "cmd_result for an unknown command %r of %s", event.detail["id"], event.device_id
+            )
+            return
+        if row["cmd"] == "set_interval" and row["state"] == "ok" and row["args"]:
+            await conn.execute(
+                "UPDATE devices SET fix_interval_s = coalesce(%s, fix_interval_s),"
+                " upload_interval_s = coalesce(%s, upload_interval_s) WHERE device_id = %s",
+                (row["args"].get("fix_s"), row["args"].get("upload_s"), event.device_id),
+            )
+
+    def publish_command(self, device_id: str, payload: dict[str, Any]) -> None:
+        self._publish(cmd_topic(device_id), json.dumps(payload).encode(), False)
 
     async def _integrity_alert(
         self, conn: Conn, device_id: str, fault: str, rejection: Rejection

@@ -38,13 +38,30 @@ def main() -> int:
         secret_file.chmod(0o600)
     admin_password = secret_file.read_text().strip()
 
+    service_secret = state / "mqtt-service-password"
+    if not service_secret.exists():
+        service_secret.write_text(secrets.token_urlsafe(18))
+        service_secret.chmod(0o600)
     pg = Postgres(state / "pg", port=args.pg_port, log_file=state / "postgres.log")
-    broker = Mosquitto(state / "mosquitto", port=args.mqtt_port)
+    # The broker requires credentials: the service writes its password and ACL files
+    # from the enrolled devices and makes it reload them (SIGHUP) on every enrolment.
+    broker_dir = state / "mosquitto"
+    broker = Mosquitto(
+        broker_dir,
+        port=args.mqtt_port,
+        password_file=broker_dir / "passwd",
+        acl_file=broker_dir / "acl",
+    )
     service = Monitor(
         env={
             "MONITOR_DATABASE_URL": pg.url,
-            "MONITOR_MQTT_URL": f"mqtt://127.0.0.1:{broker.port}",
+            "MONITOR_MQTT_URL": (
+                f"mqtt://monitor:{service_secret.read_text().strip()}@127.0.0.1:{broker.port}"
+            ),
             "MONITOR_ADMIN_PASSWORD": admin_password,
+            "MONITOR_BROKER__PASSWORD_FILE": str(broker_dir / "passwd"),
+            "MONITOR_BROKER__ACL_FILE": str(broker_dir / "acl"),
+            "MONITOR_BROKER__PID_FILE": str(broker.pid_file),
         },
         workdir=state,
         port=args.http_port,

@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from monitor.alerts.hub import AlertEvent, Hub
 from monitor.api.deps import Runtime
 from monitor.api.passwords import hash_password
-from monitor.api.routes import alerts, auth, devices, health, subjects, users, venue
+from monitor.api.routes import alerts, auth, devices, health, map, subjects, users, venue
 from monitor.config import Settings
 from monitor.ingest.subscriber import Subscriber
 from monitor.service import Ingest, RulesChanged
@@ -79,6 +79,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     ingest = Ingest(settings, pool, publish, puback)
     await ingest.load()
+    await ingest.sync_broker_files()
     subscriber = Subscriber(
         settings.mqtt,
         settings.instance,
@@ -137,7 +138,7 @@ def _call_soon(loop: asyncio.AbstractEventLoop, fn: Any, arg: Any) -> None:
 
 async def _ticker(ingest: Ingest) -> None:
     while True:
-        await asyncio.sleep(5)
+        await asyncio.sleep(2)
         try:
             await ingest.tick()
         except Exception:
@@ -151,7 +152,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=_lifespan,
     )
     app.state.settings = settings
-    for module in (auth, users, subjects, devices, alerts, venue, health):
+    for module in (auth, users, subjects, devices, alerts, venue, health, map):
         app.include_router(module.router)
 
     @app.exception_handler(RequestValidationError)

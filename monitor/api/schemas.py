@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "AlertResolve",
+    "CommandArgs",
+    "CommandCreate",
     "DeviceCreate",
     "DeviceCredentials",
     "StatusSet",
@@ -122,6 +124,18 @@ class StatusSet(BaseModel):
                 f"home latitude {lat} is outside [-90, 90] (GeoJSON order is [lon, lat])"
             )
         return [float(lon), float(lat)]
+
+
+class CommandArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    fix_s: int = Field(ge=1, le=86_400)
+    upload_s: int = Field(ge=1, le=86_400)
+
+
+class CommandCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cmd: Literal["locate", "set_interval", "vibrate"]
+    args: CommandArgs | None = None
 
 
 class AlertResolve(BaseModel):

@@ -12,11 +12,12 @@ import base64
 import hashlib
 import os
 import secrets
+import signal
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["acl_lines", "new_password", "password_hash", "write_atomically"]
+__all__ = ["acl_lines", "new_password", "password_hash", "reload", "write_atomically"]
 
 _ITERATIONS = 101
 
@@ -64,3 +65,13 @@ def write_atomically(path: Path, text: str) -> None:
         f.write(text)
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
+
+
+def reload(pid_file: Path) -> str | None:
+    """SIGHUP the broker named by its pid file (Mosquitto rereads its password and ACL
+    files); the reason when it could not be done."""
+    try:
+        os.kill(int(pid_file.read_text().strip()), signal.SIGHUP)
+    except (OSError, ValueError) as exc:
+        return str(exc)
+    return None

@@ -8,7 +8,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
-__all__ = ["all_devices", "create", "get"]
+__all__ = ["all_devices", "broker_credentials", "create", "get"]
 
 Conn = AsyncConnection[DictRow]
 
@@ -55,4 +55,12 @@ async def get(conn: Conn, device_id: str) -> dict[str, Any] | None:
 
 async def all_devices(conn: Conn) -> list[dict[str, Any]]:
     cur = await conn.execute(f"SELECT {_COLUMNS} FROM devices")
+    return await cur.fetchall()
+
+
+async def broker_credentials(conn: Conn) -> list[dict[str, Any]]:
+    """Every enrolled device's MQTT username (its device_id), password hash and topic."""
+    cur = await conn.execute(
+        "SELECT device_id, owntracks_topic, mqtt_password_hash FROM devices ORDER BY device_id"
+    )
     return await cur.fetchall()
