@@ -149,6 +149,8 @@ class Ingest:
         self._broker_lock = asyncio.Lock()
         self.processed_batches = 0
         self.stored_fixes = 0
+        # Counters for /metrics: messages handled, records stored, things refused.
+        self.counters: dict[str, int] = defaultdict(int)
 
     # feeding the loop (thread-safe entry from the MQTT thread via the event loop)
 
@@ -309,6 +311,7 @@ class Ingest:
 
     def _reject(self, batch: _Batch, msg: Message, reason: str, device_id: str | None) -> None:
         log.warning("refused a message on %s: %s", msg.topic, reason)
+        self.counters["messages_refused"] += 1
         batch.rejections.append(
             Rejection(msg.topic, reason, msg.payload, msg.received_at, device_id=device_id)
         )
@@ -444,6 +447,11 @@ class Ingest:
         self._episode_alerts.update(episode_alerts)
         self.processed_batches += 1
         self.stored_fixes += len(new_fixes)
+        self.counters["messages_handled"] += len(messages)
+        self.counters["fixes_stored"] += len(new_fixes)
+        self.counters["events_stored"] += len(new_events)
+        self.counters["records_refused"] += sum(1 for r in batch.rejections if r.seq is not None)
+        self.counters["batches"] += 1
         for device_id in batch.uploaded | set(tentative):
             upto = self._watermarks[device_id].upto
             self._publish(ack_topic(device_id), json.dumps({"upto": upto}).encode(), True)

@@ -19,7 +19,17 @@ from fastapi.staticfiles import StaticFiles
 from monitor.alerts.hub import AlertEvent, Hub
 from monitor.api.deps import Runtime
 from monitor.api.passwords import hash_password
-from monitor.api.routes import alerts, auth, devices, health, map, subjects, users, venue
+from monitor.api.routes import (
+    alerts,
+    auth,
+    devices,
+    health,
+    map,
+    rejected,
+    subjects,
+    users,
+    venue,
+)
 from monitor.config import Settings
 from monitor.ingest.subscriber import Subscriber
 from monitor.service import Ingest, RulesChanged
@@ -152,7 +162,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=_lifespan,
     )
     app.state.settings = settings
-    for module in (auth, users, subjects, devices, alerts, venue, health, map):
+    for module in (auth, users, subjects, devices, alerts, venue, health, map, rejected):
         app.include_router(module.router)
 
     @app.exception_handler(RequestValidationError)

@@ -19,6 +19,7 @@ __all__ = [
     "insert_rejections",
     "load_acks",
     "recent_fixes",
+    "rejected_page",
     "save_acks",
     "subject_fixes",
 ]
@@ -177,6 +178,27 @@ async def subject_fixes(
     cur = await conn.execute(
         f"SELECT {_FIX_COLS} FROM fixes WHERE {' AND '.join(where)}"
         " ORDER BY t, device_id, coalesce(seq, 0) LIMIT %(limit)s",
+        params,
+    )
+    return await cur.fetchall()
+
+
+async def rejected_page(
+    conn: Conn, device_id: str | None, before_id: int | None, limit: int
+) -> list[dict[str, Any]]:
+    """Refused messages and records, newest first, keyset-paged on id."""
+    where: list[str] = []
+    params: dict[str, Any] = {"limit": limit}
+    if device_id is not None:
+        where.append("device_id = %(device)s")
+        params["device"] = device_id
+    if before_id is not None:
+        where.append("id < %(before)s")
+        params["before"] = before_id
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    cur = await conn.execute(
+        "SELECT id, received_at, topic, device_id, seq, reason, raw, record"
+        f" FROM rejected_messages {clause} ORDER BY id DESC LIMIT %(limit)s",
         params,
     )
     return await cur.fetchall()

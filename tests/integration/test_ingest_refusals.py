@@ -93,6 +93,18 @@ def test_broken_uploads_are_refused_and_the_next_good_one_is_stored(
     fixes = api.get(f"/api/v1/subjects/{subject_id}/fixes")
     assert [f["properties"]["seq"] for f in fixes["features"]] == [3, 4]
 
+    # Operators see what was refused, with the raw bytes and the reason.
+    refused = api.get("/api/v1/rejected", device_id="BR-0100", limit=2)
+    assert len(refused["items"]) == 2
+    assert refused["next"] is not None
+    rest = api.get("/api/v1/rejected", device_id="BR-0100", cursor=refused["next"])
+    everything = refused["items"] + rest["items"]
+    assert {r["raw_text"] for r in everything} >= {'{"fixes": [ {"seq": 1,', "[1, 2, 3]"}
+    assert sorted(r["seq"] for r in everything if r["seq"] is not None) == [1, 2]
+    metrics = api.http.get("/metrics").text
+    assert "monitor_messages_refused_total 2" in metrics
+    assert "monitor_records_refused_total 2" in metrics
+
 
 def test_signed_device_refuses_forged_uploads_and_raises_integrity(
     monitor: Monitor, mosquitto: Mosquitto, database_url: str
