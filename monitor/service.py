@@ -571,6 +571,9 @@ class Ingest:
                 await self._command_answered(conn, event)
             if subject is None:
                 continue
+            if event.kind == "phone_status" and event.detail is not None:
+                await self._phone_status(conn, subject, event)
+                continue
             outcome = judge_event(event)
             if outcome is None:
                 continue
@@ -622,6 +625,54 @@ class Ingest:
                     detail={**info, "late": event.received_at - event.t > timedelta(minutes=5)},
                 ),
             )
+
+    async def _phone_status(self, conn: Conn, subject: str, event: DeviceEvent) -> None:
+        """A phone whose settings put reporting at risk raises a warning; a later status
+        without such settings clears it."""
+        assert event.detail is not None
+        warnings = list(event.detail.get("warnings") or [])
+        cur = await conn.execute(
+            "SELECT id FROM alerts WHERE subject_id = %s AND kind = 'phone_status'"
+            " AND device_id = %s AND state <> 'resolved' AND cleared_at IS NULL"
+            " ORDER BY alert_no DESC LIMIT 1",
+            (subject, event.device_id),
+        )
+        row = await cur.fetchone()
+        if not warnings:
+            if row is not None:
+                await alert_store.record_change(
+                    conn,
+                    str(row["id"]),
+                    "cleared",
+                    None,
+                    cleared_at=event.t,
+                    detail_patch={
+                        "cleared_at": iso(event.t),
+                        "clear_reason": "phone settings restored",
+                    },
+                )
+            return
+        if row is not None:
+            await alert_store.record_change(
+                conn, str(row["id"]), "updated", None, detail_patch={"warnings": warnings}
+            )
+            return
+        await alert_store.insert(
+            conn,
+            alert_store.NewAlert(
+                subject_id=subject,
+                device_id=event.device_id,
+                kind="phone_status",
+                severity=Severity.WARNING.value,
+                rule_key="phone_status",
+                zone_id=None,
+                fix_time=None,
+                received_at=event.received_at,
+                lat=None,
+                lon=None,
+                detail={"warnings": warnings},
+            ),
+        )
 
     async def _command_answered(self, conn: Conn, event: DeviceEvent) -> None:
         assert event.detail is not None

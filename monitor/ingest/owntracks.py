@@ -14,7 +14,39 @@ from typing import Any
 
 from monitor.domain import DeviceEvent, Fix, from_epoch_ms
 
-__all__ = ["decode_owntracks"]
+__all__ = ["decode_owntracks", "status_warnings"]
+
+
+def status_warnings(doc: dict[str, Any]) -> list[str]:
+    """What in an OwnTracks `status` message puts location reporting at risk.
+
+    Android reports flags under `android`: `ps` 1 power saving on, `bo` 1 battery
+    optimisation applied to the app, `hib` 1 app hibernation allowed, `loc` the location
+    permission (0 or less: not granted for background use). iOS reports
+    `iOS.locationManagerAuthorizationStatus` (anything but always-authorised stops
+    background fixes) and `iOS.backgroundRefreshStatus`. Unknown fields are ignored.
+    """
+    warnings: list[str] = []
+    android = doc.get("android")
+    if isinstance(android, dict):
+        if android.get("ps") == 1:
+            warnings.append("power saving is on")
+        if android.get("bo") == 1:
+            warnings.append("battery optimisation is on for the app")
+        if android.get("hib") == 1:
+            warnings.append("app hibernation is allowed")
+        loc = android.get("loc")
+        if isinstance(loc, int) and not isinstance(loc, bool) and loc <= 0:
+            warnings.append("location permission is not granted for background use")
+    ios = doc.get("iOS")
+    if isinstance(ios, dict):
+        auth = ios.get("locationManagerAuthorizationStatus")
+        if isinstance(auth, str) and "always" not in auth.lower():
+            warnings.append(f"location permission is {auth}")
+        refresh = ios.get("backgroundRefreshStatus")
+        if isinstance(refresh, str) and refresh.lower() != "available":
+            warnings.append(f"background refresh is {refresh}")
+    return warnings
 
 
 def _number(doc: dict[str, Any], name: str, required: bool = True) -> float | None:
@@ -83,9 +115,13 @@ def decode_owntracks(
             else None,
         )
         return fix, None
-    if kind in ("lwt", "status", "transition"):
+    if kind == "status":
+        t = received_at
+        detail = {"warnings": status_warnings(doc), "status": doc}
+        return None, DeviceEvent(device_id, None, t, "phone_status", received_at, detail)
+    if kind in ("lwt", "transition"):
         tst = _tst(doc.get("tst"))
         t = from_epoch_ms(tst * 1000) if tst is not None else received_at
-        name = {"lwt": "offline", "status": "phone_status", "transition": "transition"}[kind]
+        name = {"lwt": "offline", "transition": "transition"}[kind]
         return None, DeviceEvent(device_id, None, t, name, received_at, doc)
     raise ValueError(f"unsupported _type {kind!r}")
