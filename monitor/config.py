@@ -66,6 +66,8 @@ class Settings(BaseSettings):
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/monitor"
     mqtt_url: str = "mqtt://127.0.0.1:1883"
+    # With mqtts://: the CA that signed the broker's certificate (default: the system's).
+    mqtt_ca_file: str | None = None
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     admin_password: SecretStr | None = None

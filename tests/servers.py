@@ -204,6 +204,8 @@ class Mosquitto:
     port: int = field(default_factory=free_port)
     password_file: Path | None = None
     acl_file: Path | None = None
+    # (CA certificate, server certificate, server key): a TLS-only listener.
+    tls: tuple[Path, Path, Path] | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -218,6 +220,16 @@ class Mosquitto:
         self.workdir.mkdir(parents=True, exist_ok=True)
         lines = [
             f"listener {self.port} 127.0.0.1",
+            *(
+                [
+                    f"cafile {self.tls[0]}",
+                    f"certfile {self.tls[1]}",
+                    f"keyfile {self.tls[2]}",
+                    "tls_version tlsv1.2",
+                ]
+                if self.tls is not None
+                else []
+            ),
             f"pid_file {self.pid_file}",
             "persistence true",
             f"persistence_location {self.workdir}/",

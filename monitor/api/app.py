@@ -94,6 +94,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.mqtt,
         settings.instance,
         lambda m: _call_soon(loop, ingest.submit, m),
+        ca_file=settings.mqtt_ca_file,
     )
     subscriber_box.append(subscriber)
     hub = Hub(_fetcher(pool))

@@ -54,6 +54,7 @@ class Subscriber:
         client_id: str,
         on_message: Callable[[Message], None],
         subscriptions: tuple[str, ...] = SUBSCRIPTIONS,
+        ca_file: str | None = None,
     ) -> None:
         self._endpoint = endpoint
         self._on_message = on_message
@@ -70,7 +71,7 @@ class Subscriber:
         if endpoint.username:
             client.username_pw_set(endpoint.username, endpoint.password)
         if endpoint.tls:
-            client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+            client.tls_set(ca_certs=ca_file, cert_reqs=ssl.CERT_REQUIRED)
         client.max_inflight_messages_set(1000)
         client.max_queued_messages_set(0)  # unbounded: acks and commands are never dropped
         client.reconnect_delay_set(min_delay=1, max_delay=10)
