@@ -8,7 +8,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
-__all__ = ["all_devices", "broker_credentials", "create", "get"]
+__all__ = ["all_devices", "broker_credentials", "create", "get", "last_state"]
 
 Conn = AsyncConnection[DictRow]
 
@@ -64,3 +64,13 @@ async def broker_credentials(conn: Conn) -> list[dict[str, Any]]:
         "SELECT device_id, owntracks_topic, mqtt_password_hash FROM devices ORDER BY device_id"
     )
     return await cur.fetchall()
+
+
+async def last_state(conn: Conn, device_id: str) -> dict[str, Any] | None:
+    """The device's latest online/offline change (from its retained `state` and will)."""
+    cur = await conn.execute(
+        "SELECT kind, t FROM device_events WHERE device_id = %s AND kind IN ('online', 'offline')"
+        " ORDER BY t DESC LIMIT 1",
+        (device_id,),
+    )
+    return await cur.fetchone()

@@ -107,7 +107,14 @@ def command_json(row: dict[str, Any]) -> dict[str, Any]:
 @router.get("/{device_id}")
 async def get_device(device_id: str, user: CurrentUser, runtime: RuntimeDep) -> dict[str, Any]:
     require_roles(user, "administrator", "operator", "officer")
-    return device_json(await _visible_device(runtime, user, device_id))
+    row = await _visible_device(runtime, user, device_id)
+    async with runtime.pool.connection() as conn:
+        state = await device_store.last_state(conn, device_id)
+    return {
+        **device_json(row),
+        "online": state["kind"] == "online" if state else None,
+        "online_changed_at": iso(state["t"]) if state else None,
+    }
 
 
 @router.post("/{device_id}/commands", status_code=status.HTTP_201_CREATED)

@@ -26,6 +26,7 @@
     stopped: true,
     retries: 0,
     reconnectTimer: null,
+    stableTimer: null,
     overviewTimer: null,
     overviewSoon: null,
     fitted: false,
@@ -622,13 +623,16 @@
     state.ws = ws;
     ws.onopen = () => {
       if (state.ws !== ws) return;
-      state.retries = 0;
       setConn("live", "live");
       $("#banner").hidden = true;
+      // The back-off starts again only once the connection has proved itself.
+      clearTimeout(state.stableTimer);
+      state.stableTimer = setTimeout(() => (state.retries = 0), 5000);
     };
     ws.onmessage = (m) => {
       if (state.ws !== ws) return;
       const msg = JSON.parse(m.data);
+      state.retries = 0;
       if (msg.type === "snapshot") {
         state.alerts.clear();
         for (const li of state.rows.values()) li.remove();
@@ -646,6 +650,7 @@
     ws.onclose = (e) => {
       if (state.ws !== ws || state.stopped) return;
       state.ws = null;
+      clearTimeout(state.stableTimer);
       if (e.code === 4401) { logout("Your session has ended — log in again."); return; }
       if (e.code === 4403) { setConn("refused", "not allowed"); toast(e.reason || "your role may not watch alerts"); return; }
       state.retries += 1;
@@ -815,7 +820,7 @@
     const fixes = layers.track.fixes;
     const button = $("#replay");
     const label = $("#replay-time");
-    const marker = L.circleMarker(pts[0], { radius: 8, color: "#fff", weight: 2, fillColor: "#00e5ff", fillOpacity: 1, pane: "markersPane", className: "replay-marker" }).addTo(map);
+    const marker = L.circleMarker(pts[0], { radius: 8, color: "#fff", weight: 2, fillColor: "#00e5ff", fillOpacity: 1, pane: "markersPane", className: "replay-marker", interactive: false }).addTo(map);
     const duration = Math.min(20_000, Math.max(3000, pts.length * 250));
     const start = performance.now();
     button.dataset.replay = "running";
