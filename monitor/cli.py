@@ -16,6 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     db = sub.add_parser("db", help="database tasks")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("migrate", help="apply pending migrations and exit")
+    audit_cmd = sub.add_parser("audit", help="the audit log")
+    audit_sub = audit_cmd.add_subparsers(dest="audit_command", required=True)
+    audit_sub.add_parser("verify", help="check the hash chain; name the first broken link")
     args = parser.parse_args(argv)
 
     from monitor.config import Settings
@@ -38,6 +41,24 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"applied {len(applied)} migration(s): {', '.join(m.name for m in applied) or 'none'}"
         )
+        return 0
+    if args.command == "audit":
+        import psycopg
+
+        from monitor.store import audit
+
+        try:
+            result = audit.verify(settings.database_url)
+        except psycopg.Error as exc:
+            print(f"monitor: cannot read the audit log: {exc}".strip(), file=sys.stderr)
+            return 2
+        if result.broken_at is not None:
+            print(
+                f"audit log BROKEN at record {result.broken_at}: {result.reason}"
+                f" ({result.checked} records checked)"
+            )
+            return 1
+        print(f"audit log intact: {result.checked} records, every link holds")
         return 0
     import uvicorn
 

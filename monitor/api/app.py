@@ -21,6 +21,7 @@ from monitor.api.deps import Runtime
 from monitor.api.passwords import hash_password
 from monitor.api.routes import (
     alerts,
+    audit,
     auth,
     devices,
     health,
@@ -163,7 +164,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=_lifespan,
     )
     app.state.settings = settings
-    for module in (auth, users, subjects, devices, alerts, venue, health, map, rejected):
+    for module in (auth, users, subjects, devices, alerts, venue, health, map, rejected, audit):
         app.include_router(module.router)
 
     @app.exception_handler(RequestValidationError)

@@ -9,6 +9,8 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
+from monitor.store import audit
+
 __all__ = [
     "add_status",
     "create",
@@ -128,8 +130,14 @@ async def log_consultation(
     range_from: datetime | None = None,
     range_until: datetime | None = None,
 ) -> None:
-    await conn.execute(
-        "INSERT INTO consultations (username, reason, subject_id, what, range_from, range_until)"
-        " VALUES (%s, %s, %s, %s, %s, %s)",
-        (username, reason, subject_id, what, range_from, range_until),
+    """A read of location data, into the hash-chained audit log."""
+    await audit.record(
+        conn,
+        username,
+        "read",
+        what,
+        subject_id=subject_id,
+        reason=reason,
+        range_from=range_from,
+        range_until=range_until,
     )

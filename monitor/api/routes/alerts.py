@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, WebSocket, WebSocketDisconnect
@@ -25,9 +26,14 @@ from monitor.api.deps import (
 )
 from monitor.api.schemas import AlertResolve
 from monitor.store import alerts as alert_store
+from monitor.store import audit
 from monitor.store import subjects as subject_store
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
+
+# How often a live websocket checks that its session is still alive (idle 30 min,
+# 12 h in all, or ended by a lockout or logout).
+SESSION_CHECK_S = 30.0
 log = logging.getLogger(__name__)
 
 Conn = AsyncConnection[DictRow]
@@ -77,6 +83,10 @@ async def list_alerts(
     }
 
 
+def _subject(row: dict[str, Any]) -> str | None:
+    return str(row["subject_id"]) if row["subject_id"] is not None else None
+
+
 async def _alert_for_change(conn: Conn, user: User, alert_id: str) -> dict[str, Any]:
     row = await alert_store.get(conn, alert_id, for_update=True)
     if row is None:
@@ -117,6 +127,16 @@ async def acknowledge(alert_id: str, user: CurrentUser, runtime: RuntimeDep) -> 
         changed = await alert_store.record_change(
             conn, alert_id, "acknowledged", user.username, state="acknowledged"
         )
+        await audit.record(
+            conn,
+            user.username,
+            "acknowledge",
+            "alert",
+            alert_id,
+            subject_id=_subject(row),
+            before={"state": row["state"]},
+            after={"state": "acknowledged"},
+        )
     assert changed is not None
     return alert_store.alert_json(changed)
 
@@ -141,6 +161,16 @@ async def resolve(
             user.username,
             state="resolved",
             resolution_note=body.note,
+        )
+        await audit.record(
+            conn,
+            user.username,
+            "resolve",
+            "alert",
+            alert_id,
+            subject_id=_subject(row),
+            before={"state": row["state"]},
+            after={"state": "resolved", "note": body.note},
         )
     assert changed is not None
     return alert_store.alert_json(changed)
@@ -205,25 +235,39 @@ async def live(
                             await websocket.send_json({"type": "alert", "alert": event.alert})
                     if len(rows) < 1000:
                         break
-        await _relay(websocket, sub, last)
+        await _relay(websocket, sub, last, lambda: authenticate(runtime, token))
     except WebSocketDisconnect:
         pass
     finally:
         runtime.hub.unsubscribe(sub)
 
 
-async def _relay(websocket: WebSocket, sub: Any, last: int) -> None:
+async def _session_ends(check: Callable[[], Awaitable[User | None]]) -> None:
+    """Returns when the session behind the websocket has expired or been ended."""
+    while True:
+        await asyncio.sleep(SESSION_CHECK_S)
+        if await check() is None:
+            return
+
+
+async def _relay(
+    websocket: WebSocket, sub: Any, last: int, check: Callable[[], Awaitable[User | None]]
+) -> None:
     receiver = asyncio.create_task(_drain_client(websocket))
     overflow = asyncio.create_task(sub.overflowed.wait())
+    expiry = asyncio.create_task(_session_ends(check))
     try:
         while True:
             getter = asyncio.create_task(sub.queue.get())
             done, _ = await asyncio.wait(
-                {getter, receiver, overflow}, return_when=asyncio.FIRST_COMPLETED
+                {getter, receiver, overflow, expiry}, return_when=asyncio.FIRST_COMPLETED
             )
             if getter not in done:
                 getter.cancel()
             if receiver in done:
+                return
+            if expiry in done:
+                await websocket.close(code=4401, reason="session expired; log in again")
                 return
             if overflow in done:
                 await websocket.close(
@@ -237,7 +281,7 @@ async def _relay(websocket: WebSocket, sub: Any, last: int) -> None:
             last = event.event_id
             await websocket.send_json({"type": "alert", "alert": event.alert})
     finally:
-        for task in (receiver, overflow):
+        for task in (receiver, overflow, expiry):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task

@@ -13,6 +13,7 @@ from monitor.api.schemas import CommandCreate, DeviceCreate, DeviceCredentials
 from monitor.domain import iso
 from monitor.ingest.broker import new_password, password_hash
 from monitor.ingest.codec import b64url
+from monitor.store import audit
 from monitor.store import commands as command_store
 from monitor.store import devices as device_store
 
@@ -51,6 +52,15 @@ async def enrol(body: DeviceCreate, user: CurrentUser, runtime: RuntimeDep) -> D
                 f"device {body.device_id!r} (or its OwnTracks topic) is already enrolled",
             )
         await conn.execute("SELECT pg_notify('devices', %s)", (body.device_id,))
+        await audit.record(
+            conn,
+            user.username,
+            "enrol",
+            "device",
+            body.device_id,
+            subject_id=body.subject_id,
+            after=device_json(row),
+        )
     await runtime.ingest.device_enrolled(row)
     return DeviceCredentials(
         device_id=body.device_id,
@@ -133,6 +143,9 @@ async def send_command(
     args = body.args.model_dump() if body.args is not None else None
     async with runtime.pool.connection() as conn:
         row = await command_store.create(conn, command_id, device_id, body.cmd, args, user.username)
+        await audit.record(
+            conn, user.username, "command", "device", device_id, after=command_json(row)
+        )
     # Published after the commit, so a fast answer always finds its command.
     payload: dict[str, Any] = {"id": command_id, "cmd": body.cmd}
     if args is not None:

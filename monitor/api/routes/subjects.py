@@ -22,7 +22,7 @@ from monitor.rules.book import PRESET_RADIUS_M
 from monitor.rules.schedule import ScheduleError
 from monitor.rules.schedule import parse as parse_schedule
 from monitor.service import RulesChanged
-from monitor.store import positions
+from monitor.store import audit, positions
 from monitor.store import subjects as subject_store
 from monitor.store import users as user_store
 from monitor.store import zones as zone_store
@@ -76,6 +76,16 @@ async def create_subject(
         await _check_officer(runtime, officer)
     async with runtime.pool.connection() as conn:
         row = await subject_store.create(conn, body.name, body.external_id, body.timezone, officer)
+        if row is not None:
+            await audit.record(
+                conn,
+                user.username,
+                "create",
+                "subject",
+                str(row["id"]),
+                subject_id=str(row["id"]),
+                after=subject_json(row),
+            )
     if row is None:
         raise HTTPException(status.HTTP_409_CONFLICT, f"external_id {body.external_id!r} exists")
     return subject_json(row)
@@ -86,7 +96,7 @@ async def update_subject(
     subject_id: str, body: SubjectUpdate, user: CurrentUser, runtime: RuntimeDep
 ) -> dict[str, Any]:
     require_roles(user, "administrator", "operator", "officer")
-    await visible_subject(runtime, user, subject_id)
+    before = await visible_subject(runtime, user, subject_id)
     changes = body.model_dump(exclude_unset=True)
     if "officer" in changes:
         if user.role != "administrator":
@@ -97,6 +107,17 @@ async def update_subject(
         raise HTTPException(422, "name and timezone cannot be null")
     async with runtime.pool.connection() as conn:
         row = await subject_store.update(conn, subject_id, changes)
+        if row is not None:
+            await audit.record(
+                conn,
+                user.username,
+                "update",
+                "subject",
+                subject_id,
+                subject_id=subject_id,
+                before=subject_json(before),
+                after=subject_json(row),
+            )
     if row is None:
         raise HTTPException(404, f"no subject {subject_id}")
     if "timezone" in changes:
@@ -192,6 +213,15 @@ async def set_status(
             user.username,
         )
         await conn.execute("SELECT pg_notify('rules', %s)", (subject_id,))
+        await audit.record(
+            conn,
+            user.username,
+            "set_status",
+            "subject",
+            subject_id,
+            subject_id=subject_id,
+            after=_status_json(row),
+        )
     key = f"status:{zone_id or preset.value}"
     runtime.ingest.rules_changed(RulesChanged(subject_id, effective_at, frozenset({key})))
     return {"subject_id": subject_id, **_status_json(row)}
@@ -241,6 +271,15 @@ async def create_zone(
             created_by=user.username,
         )
         await conn.execute("SELECT pg_notify('rules', %s)", (subject_id,))
+        await audit.record(
+            conn,
+            user.username,
+            "create",
+            "zone",
+            str(row["id"]),
+            subject_id=subject_id,
+            after=zone_store.zone_json(row),
+        )
     runtime.ingest.rules_changed(
         RulesChanged(subject_id, valid_from, frozenset({f"zone:{row['id']}"}))
     )
