@@ -27,6 +27,7 @@ from monitor.api.routes import (
     health,
     map,
     rejected,
+    reports,
     subjects,
     users,
     venue,
@@ -164,7 +165,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=_lifespan,
     )
     app.state.settings = settings
-    for module in (auth, users, subjects, devices, alerts, venue, health, map, rejected, audit):
+    for module in (auth, users, subjects, devices, alerts, venue, health, map, rejected, audit, reports):
         app.include_router(module.router)
 
     @app.exception_handler(RequestValidationError)
