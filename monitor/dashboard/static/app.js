@@ -11,6 +11,7 @@
   const KEEP_RESOLVED_MS = 10 * 60_000; // resolved rows stay (dimmed) this long, then go
   const STATUS_COLOUR = { red: "#e53935", yellow: "#fdd835", blue: "#1e88e5", green: "#43a047" };
   const NO_STATUS = "#9e9e9e";
+  const LABEL_ALL_UP_TO = 40; // subjects; beyond, names show on hover (and when alerting)
   const SEVERITY_RANK = { critical: 0, serious: 1, warning: 2, info: 3 };
 
   const $ = (sel) => document.querySelector(sel);
@@ -38,7 +39,7 @@
 
   // ---- small helpers -------------------------------------------------------------------
 
-  function el(tag, attrs, ...children) {
+  function el(tag, attrs, ...children) { // children: nodes or strings; null/undefined skipped
     const node = document.createElement(tag);
     for (const [k, v] of Object.entries(attrs || {})) {
       if (v === null || v === undefined || v === false) continue;
@@ -136,7 +137,7 @@
     if (state.muted) s = "muted";
     else if (!audio || audio.state !== "running") s = "blocked";
     b.dataset.state = s;
-    b.textContent = { on: "🔔 sound on", muted: "🔕 muted", blocked: "🔇 click to enable sound" }[s];
+    b.textContent = { on: "sound on", muted: "sound muted", blocked: "sound off: click to enable" }[s];
   }
 
   function beep() {
@@ -176,6 +177,7 @@
       return;
     }
     map = L.map("map", { zoomControl: true, attributionControl: Boolean(tileUrl), worldCopyJump: true });
+    map.setView([43.2389, 76.8897], 4);
     map.createPane("zonesPane").style.zIndex = 350;
     map.createPane("trackPane").style.zIndex = 420;
     map.createPane("markersPane").style.zIndex = 450;
@@ -187,8 +189,7 @@
       $("#map").dataset.tiles = "off";
       graticule();
     }
-    L.control.scale({ metric: true, imperial: false, maxWidth: 160 }).addTo(map);
-    map.setView([43.2389, 76.8897], 4);
+    L.control.scale({ position: "bottomleft", metric: true, imperial: false, maxWidth: 160 }).addTo(map);
   }
 
   // Without tiles, a light grid shows scale and movement on the plain background.
@@ -295,13 +296,16 @@
       marker.setStyle(style);
       marker.setRadius(style.radius);
     }
+    // Names stay on screen for a small caseload, and always for a subject with an open alert.
     const alerting = Boolean(alertState && alertState.state === "open");
-    const tip = marker.getTooltip();
-    if (tip && tip.options.permanent !== alerting) marker.unbindTooltip();
+    const label = alerting ? "alerting" : state.subjects.size <= LABEL_ALL_UP_TO ? "name" : "hover";
+    if (marker.getTooltip() && marker.labelMode !== label) marker.unbindTooltip();
     if (!marker.getTooltip()) {
-      marker.bindTooltip("", { permanent: alerting, direction: "right", offset: [10, 0], className: `subject-label${alerting ? " alerting" : ""}` });
+      marker.bindTooltip("", { permanent: label !== "hover", direction: "top", offset: [0, -12], className: `subject-label ${label}` });
+      marker.labelMode = label;
     }
-    marker.setTooltipContent(alerting ? `${subject.name}: ${humanKind((alertState && alertState.kind) || "alert")}` : tooltipText(subject, alertState));
+    marker.setTooltipContent(label === "alerting" ? `${subject.name}: ${humanKind(alertState.kind || "alert")}`
+      : label === "name" ? subject.name : tooltipText(subject, alertState));
     const path = marker.getElement();
     if (path) {
       path.setAttribute("data-subject-id", id);
@@ -385,7 +389,8 @@
       z.group.eachLayer((l) => { if (l.getBounds) extend(l.getBounds()); else if (l.getLatLng) extend(L.latLngBounds([l.getLatLng()])); });
     }
     if (bounds) {
-      map.fitBounds(bounds.pad(0.15), { maxZoom: 16, animate: false });
+      const panel = state.selected ? [430, 0] : [0, 0]; // the subject panel covers the right
+      map.fitBounds(bounds.pad(0.15), { maxZoom: 16, animate: false, paddingBottomRight: panel });
       state.fitted = true;
     }
   }
@@ -455,7 +460,11 @@
     const old = state.alerts.get(alert.id);
     if (old && old.event_id >= alert.event_id) return;
     state.alerts.set(alert.id, alert);
-    if (!old && fromLive && alert.severity === "critical" && alert.state === "open") beep();
+    // A sound for a new critical alert, and again if it is escalated (detail.escalated_at).
+    const escalated = Boolean(old && alert.detail && alert.detail.escalated_at &&
+      alert.detail.escalated_at !== (old.detail || {}).escalated_at);
+    if (fromLive && alert.severity === "critical" && alert.state !== "resolved" &&
+      ((!old && alert.state === "open") || escalated)) beep();
     if (!old && fromLive) {
       const row = rowFor(alert);
       row.classList.add("fresh");
@@ -497,12 +506,13 @@
     li.dataset.eventId = String(a.event_id);
     const d = a.detail || {};
     const line1 = li.querySelector(".line1");
-    line1.replaceChildren(
+    line1.replaceChildren(...[
       el("span", { class: `sev ${a.severity}`, text: a.severity }),
       el("span", { class: "kind", text: humanKind(a.kind) }),
       el("span", { class: `chip state-${a.state}`, "data-role": "state", text: a.state }),
       d.cleared_at ? el("span", { class: "chip cleared", title: d.clear_reason || "", text: `cleared ${fmtTime(d.cleared_at)}` }) : null,
-      el("span", { class: "when", title: `fix ${a.fix_time || "?"} · received ${a.received_at}`, text: `${fmtTime(a.fix_time || a.received_at)} · ${ago(a.fix_time || a.received_at)}` }));
+      el("span", { class: "when", title: `fix ${a.fix_time || "?"} · received ${a.received_at}`, text: `${fmtTime(a.fix_time || a.received_at)} · ${ago(a.fix_time || a.received_at)}` }),
+    ].filter(Boolean));
     const extra = [];
     if (a.device_id) extra.push(a.device_id);
     if (d.count) extra.push(`${d.count} violating fix${d.count === 1 ? "" : "es"}`);
@@ -560,6 +570,11 @@
     document.title = unack ? `(${unack}) Control centre` : "Control centre";
     indexAlerts();
     for (const s of state.subjects.values()) drawSubject(s);
+  }
+
+  let renderTimer = null;
+  function renderSoon() {
+    if (renderTimer === null) renderTimer = setTimeout(() => { renderTimer = null; renderFeed(); }, 30);
   }
 
   async function acknowledgeAlert(id, li) {
@@ -645,7 +660,7 @@
         applyAlert(msg.alert, true);
         state.lastEvent = Math.max(state.lastEvent || 0, msg.alert.event_id);
       }
-      renderFeed();
+      renderSoon(); // a resume can bring a burst of events: draw once for all of them
     };
     ws.onclose = (e) => {
       if (state.ws !== ws || state.stopped) return;
@@ -794,6 +809,15 @@
       dot.bindTooltip(`${fmtTime(pr.t)}${pr.acc != null ? ` ± ${Math.round(pr.acc)} m` : ""} · ${pr.device_id}`);
       dot.addTo(group);
     });
+    // Where the alerts of the history happened.
+    for (const a of track.alerts) {
+      if (a.lat == null || a.lon == null) continue;
+      const spot = L.circleMarker([a.lat, a.lon], { radius: 5, color: "#ff1744", weight: 2, fillColor: "#ff1744", fillOpacity: 0.5, pane: "trackPane", className: "alert-spot" });
+      spot.bindTooltip(`${humanKind(a.kind)} · ${a.severity} · ${fmtTime(a.fix_time || a.received_at)} · ${a.state}`);
+      spot.addTo(group);
+      const e = spot.getElement();
+      if (e) e.setAttribute("data-alert-id", a.id);
+    }
     layers.track = group;
     layers.track.fixes = fixes;
     layers.track.latlngs = latlngs;
@@ -801,13 +825,14 @@
       let b = line.getBounds();
       const z = layers.zones.get(track.subject_id);
       if (z) z.group.eachLayer((l) => { if (l.getBounds) b = b.extend(l.getBounds()); });
-      map.fitBounds(b.pad(0.2), { maxZoom: 17, animate: false, paddingTopLeft: [430, 0] });
+      map.fitBounds(b.pad(0.2), { maxZoom: 17, animate: false, paddingBottomRight: [430, 0] });
     }
   }
 
   function stopReplay() {
     if (replayState) {
       cancelAnimationFrame(replayState.frame);
+      clearTimeout(replayState.hide);
       replayState.marker.remove();
       replayState = null;
     }
@@ -837,9 +862,11 @@
         replayState.frame = requestAnimationFrame(step);
       } else {
         button.dataset.replay = "done";
+        // Leave the subject's own marker visible again once the replay has ended.
+        replayState.hide = setTimeout(() => marker.remove(), 1500);
       }
     };
-    replayState = { marker, frame: requestAnimationFrame(step) };
+    replayState = { marker, frame: requestAnimationFrame(step), hide: null };
   }
 
   // ---- log in, start, log out ----------------------------------------------------------
@@ -866,6 +893,7 @@
 
   function logout(message) {
     state.stopped = true;
+    if (state.ws) state.ws.close(1000, "logged out");
     sessionStorage.removeItem("token");
     if (message) sessionStorage.setItem("loginNote", message);
     location.reload();
@@ -886,7 +914,8 @@
     }
     if (!r.ok) {
       const data = await r.json().catch(() => null);
-      $("#login-error").textContent = r.status === 401 ? "wrong username or password" : explain(data && data.detail);
+      // The service says why: wrong password, a one-time code needed, a locked account.
+      $("#login-error").textContent = (data && data.detail && explain(data.detail)) || `login refused (HTTP ${r.status})`;
       return;
     }
     state.token = (await r.json()).access_token;
@@ -896,7 +925,12 @@
     start();
   });
 
-  $("#logout").addEventListener("click", () => logout(null));
+  $("#logout").addEventListener("click", async () => {
+    try { // end the session on the server too; leave anyway if it cannot be reached
+      await fetch("/api/v1/auth/logout", { method: "POST", headers: { Authorization: `Bearer ${state.token}` } });
+    } catch (e) { /* offline: the session expires by itself */ }
+    logout(null);
+  });
   $("#panel-close").addEventListener("click", closePanel);
   $("#replay").addEventListener("click", startReplay);
   $("#fit").addEventListener("click", fitAll);
