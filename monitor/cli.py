@@ -19,6 +19,11 @@ def main(argv: list[str] | None = None) -> int:
     audit_cmd = sub.add_parser("audit", help="the audit log")
     audit_sub = audit_cmd.add_subparsers(dest="audit_command", required=True)
     audit_sub.add_parser("verify", help="check the hash chain; name the first broken link")
+    retention = sub.add_parser("retention", help="delete data whose order ended long enough ago")
+    retention_sub = retention.add_subparsers(dest="retention_command", required=True)
+    run_cmd = retention_sub.add_parser("run", help="run the retention job once")
+    run_cmd.add_argument("--now", help="the instant to judge from (ISO 8601); default now")
+    run_cmd.add_argument("--days", type=int, help="retention after an order ends (default 60)")
     args = parser.parse_args(argv)
 
     from monitor.config import Settings
@@ -40,6 +45,25 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(
             f"applied {len(applied)} migration(s): {', '.join(m.name for m in applied) or 'none'}"
+        )
+        return 0
+    if args.command == "retention":
+        from datetime import UTC, datetime
+
+        from monitor.store import retention as retention_store
+
+        now = datetime.now(UTC)
+        if args.now:
+            now = datetime.fromisoformat(args.now.replace("Z", "+00:00"))
+            if now.tzinfo is None:
+                print("monitor: --now needs a UTC offset or Z", file=sys.stderr)
+                return 2
+        days = args.days if args.days is not None else settings.retention_days
+        outcome = retention_store.run(settings.database_url, now, days)
+        print(
+            f"retention as of {outcome.as_of.isoformat()} ({days} days after an order ends):"
+            f" {len(outcome.expired_subjects)} subject(s) expired,"
+            f" {outcome.chunks_dropped} chunk(s) dropped, {outcome.rows_deleted} row(s) deleted"
         )
         return 0
     if args.command == "audit":

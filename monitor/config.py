@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     gap_timeout_s: float = 600.0
     # A `locate` not answered within this is reported (protocol: 3 minutes).
     locate_timeout_s: float = 180.0
+    # Monitoring data is deleted this many days after a subject's last order ended (unless
+    # a legal hold is active); the job runs daily in the service.
+    retention_days: int = Field(default=60, ge=1)
     log_level: str = "INFO"
 
     @property

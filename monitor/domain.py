@@ -15,6 +15,7 @@ __all__ = [
     "DEFAULT_SEVERITY",
     "EVENT_KINDS",
     "FIX_SOURCES",
+    "PRESET_NEEDS_HOME",
     "AlertKind",
     "AlertState",
     "DeviceEvent",
@@ -61,6 +62,10 @@ class Status(StrEnum):
     YELLOW = "yellow"
     BLUE = "blue"
     GREEN = "green"
+
+
+# The presets that confine the subject around a home, so need its address.
+PRESET_NEEDS_HOME = frozenset({"red", "yellow"})
 
 
 class Severity(StrEnum):

@@ -18,6 +18,8 @@ PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
 DEB_PACKAGES=(mosquitto mosquitto-clients "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR"
   build-essential cmake dpkg-dev libkrb5-dev libssl-dev python3-venv chromium openssl)
 
+# npm vendors Leaflet for the dashboard; Debian's own npm when none is installed.
+command -v npm >/dev/null 2>&1 || DEB_PACKAGES+=(npm)
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -26,6 +26,7 @@ from monitor.api.routes import (
     devices,
     health,
     map,
+    orders,
     rejected,
     reports,
     subjects,
@@ -36,7 +37,7 @@ from monitor.config import Settings
 from monitor.ingest.subscriber import Subscriber
 from monitor.service import Ingest, RulesChanged
 from monitor.store import alerts as alert_store
-from monitor.store import migrate
+from monitor.store import migrate, retention
 from monitor.store import users as user_store
 from monitor.store.notifications import listen
 from monitor.store.pool import Pool, open_pool
@@ -130,6 +131,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             name="listen",
         ),
         asyncio.create_task(_ticker(ingest), name="ticker"),
+        asyncio.create_task(_retention(settings), name="retention"),
     ]
     subscriber.start()
     app.state.runtime = Runtime(settings, pool, ingest, hub, subscriber.subscribed)
@@ -143,6 +145,25 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await pool.close()
+
+
+async def _retention(settings: Settings) -> None:
+    """Once a day (first an hour after start): delete what the retention rules allow."""
+    await asyncio.sleep(3600)
+    while True:
+        try:
+            outcome = await asyncio.to_thread(
+                retention.run, settings.database_url, datetime.now(UTC), settings.retention_days
+            )
+            log.info(
+                "retention: %d subject(s) expired, %d chunk(s) dropped, %d row(s) deleted",
+                len(outcome.expired_subjects),
+                outcome.chunks_dropped,
+                outcome.rows_deleted,
+            )
+        except Exception:
+            log.exception("the retention job failed; it runs again tomorrow")
+        await asyncio.sleep(24 * 3600)
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, fn: Any, arg: Any) -> None:
@@ -165,7 +186,20 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=_lifespan,
     )
     app.state.settings = settings
-    for module in (auth, users, subjects, devices, alerts, venue, health, map, rejected, audit, reports):
+    for module in (
+        auth,
+        users,
+        subjects,
+        devices,
+        alerts,
+        venue,
+        health,
+        map,
+        rejected,
+        audit,
+        reports,
+        orders,
+    ):
         app.include_router(module.router)
 
     @app.exception_handler(RequestValidationError)
