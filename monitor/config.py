@@ -5,6 +5,7 @@ Built by the command line and passed down; nothing reads the environment elsewhe
 
 from __future__ import annotations
 
+from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, Field, SecretStr
@@ -87,6 +88,14 @@ class Settings(BaseSettings):
     # Monitoring data is deleted this many days after a subject's last order ended (unless
     # a legal hold is active); the job runs daily in the service.
     retention_days: int = Field(default=60, ge=1)
+    # Severity per alert kind, overriding the defaults (e.g. MONITOR_SEVERITY__BATTERY=warning).
+    severity: dict[str, Literal["critical", "serious", "warning", "info"]] = Field(
+        default_factory=dict
+    )
+    # A critical alert not acknowledged within this is escalated and pushed again.
+    escalate_after_s: float = Field(default=300.0, gt=0)
+    # False: this process serves the API and websockets only; another one ingests.
+    ingest: bool = True
     log_level: str = "INFO"
 
     @property

@@ -253,6 +253,7 @@ class Ingest:
         """Periodic work: report unanswered locates; close sequence holes open too long."""
         now = self._clock()
         await self._expire_locates(now)
+        await self.escalate()
         due = [
             d
             for d, wm in self._watermarks.items()
@@ -275,7 +276,7 @@ class Ingest:
             for row in await command_store.expire_locates(conn, timeout):
                 device = self._devices.get(row["device_id"])
                 log.warning("locate %s to %s unanswered", row["id"], row["device_id"])
-                await alert_store.insert(
+                await self._insert_alert(
                     conn,
                     alert_store.NewAlert(
                         subject_id=device.subject_at(now) if device else None,
@@ -521,7 +522,7 @@ class Ingest:
                 # them): one episode is one alert, so this is an update.
                 c = replace(c, change=Change.UPDATE)
             if c.change is Change.OPEN:
-                row = await alert_store.insert(
+                row = await self._insert_alert(
                     conn,
                     alert_store.NewAlert(
                         subject_id=c.subject_id,
@@ -609,7 +610,7 @@ class Ingest:
                     detail_patch={"last_event": info},
                 )
                 continue
-            await alert_store.insert(
+            await self._insert_alert(
                 conn,
                 alert_store.NewAlert(
                     subject_id=subject,
@@ -657,7 +658,7 @@ class Ingest:
                 conn, str(row["id"]), "updated", None, detail_patch={"warnings": warnings}
             )
             return
-        await alert_store.insert(
+        await self._insert_alert(
             conn,
             alert_store.NewAlert(
                 subject_id=subject,
@@ -699,11 +700,57 @@ class Ingest:
     def publish_command(self, device_id: str, payload: dict[str, Any]) -> None:
         self._publish(cmd_topic(device_id), json.dumps(payload).encode(), False)
 
+    async def _insert_alert(self, conn: Conn, alert: alert_store.NewAlert) -> dict[str, Any]:
+        """Open an alert: the configured severity for its kind, and marked suspended when
+        a planned suspension of the subject covers its time (recorded, not pushed live)."""
+        severity = self._settings.severity.get(alert.kind, alert.severity)
+        detail = alert.detail
+        if alert.subject_id is not None:
+            at = alert.fix_time or alert.received_at
+            cur = await conn.execute(
+                "SELECT id, reason FROM suspensions WHERE subject_id = %s AND cancelled_at IS NULL"
+                " AND starts_at <= %s AND ends_at > %s ORDER BY id LIMIT 1",
+                (alert.subject_id, at, at),
+            )
+            row = await cur.fetchone()
+            if row is not None:
+                detail = {**detail, "suspended": {"id": int(row["id"]), "reason": row["reason"]}}
+        return await alert_store.insert(conn, replace(alert, severity=severity, detail=detail))
+
+    async def escalate(self) -> None:
+        """Critical alerts left unacknowledged are escalated (an alert event of their own,
+        pushed again to every operator), once per escalation period, up to three times."""
+        after = self._settings.escalate_after_s
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT id, coalesce((detail->>'escalation_level')::int, 0) AS level FROM alerts"
+                " WHERE state = 'open' AND severity = 'critical' AND cleared_at IS NULL"
+                " AND detail->'suspended' IS NULL"
+                " AND coalesce((detail->>'escalation_level')::int, 0) < 3"
+                " AND coalesce((detail->>'escalated_at')::timestamptz, created_at)"
+                "     < clock_timestamp() - make_interval(secs => %s)"
+                " ORDER BY alert_no FOR UPDATE SKIP LOCKED",
+                (after,),
+            )
+            for row in await cur.fetchall():
+                now = self._clock()
+                await alert_store.record_change(
+                    conn,
+                    str(row["id"]),
+                    "escalated",
+                    None,
+                    detail_patch={
+                        "escalated_at": iso(now),
+                        "escalation_level": int(row["level"]) + 1,
+                    },
+                )
+                log.warning("alert %s escalated to level %d", row["id"], int(row["level"]) + 1)
+
     async def _integrity_alert(
         self, conn: Conn, device_id: str, fault: str, rejection: Rejection
     ) -> None:
         device = self._devices[device_id]
-        await alert_store.insert(
+        await self._insert_alert(
             conn,
             alert_store.NewAlert(
                 subject_id=device.subject_at(rejection.received_at),
@@ -734,7 +781,7 @@ class Ingest:
                 await positions.insert_events(
                     conn, [(DeviceEvent(device_id, None, now, "data_gap", now, detail), subject)]
                 )
-                await alert_store.insert(
+                await self._insert_alert(
                     conn,
                     alert_store.NewAlert(
                         subject_id=subject,

@@ -30,11 +30,13 @@ from monitor.api.routes import (
     rejected,
     reports,
     subjects,
+    suspensions,
     users,
     venue,
 )
 from monitor.config import Settings
 from monitor.ingest.subscriber import Subscriber
+from monitor.ingest.wire import SUBSCRIPTIONS
 from monitor.service import Ingest, RulesChanged
 from monitor.store import alerts as alert_store
 from monitor.store import migrate, retention
@@ -97,6 +99,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.mqtt,
         settings.instance,
         lambda m: _call_soon(loop, ingest.submit, m),
+        subscriptions=SUBSCRIPTIONS if settings.ingest else (),
         ca_file=settings.mqtt_ca_file,
     )
     subscriber_box.append(subscriber)
@@ -117,7 +120,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             task.add_done_callback(pending.discard)
 
     tasks = [
-        asyncio.create_task(ingest.run(), name="ingest"),
+        # Only an ingesting process consumes device messages; the others (settings
+        # `ingest` false) serve the API and websockets behind the same address, fed by
+        # NOTIFY whichever process committed an alert.
+        *([asyncio.create_task(ingest.run(), name="ingest")] if settings.ingest else []),
         asyncio.create_task(hub.run(start_after), name="hub"),
         asyncio.create_task(
             listen(
@@ -199,6 +205,7 @@ def create_app(settings: Settings) -> FastAPI:
         audit,
         reports,
         orders,
+        suspensions,
     ):
         app.include_router(module.router)
 

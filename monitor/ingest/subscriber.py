@@ -90,6 +90,9 @@ class Subscriber:
         with self._lock:
             self._generation += 1
         log.info("connected to the broker at %s:%s", self._endpoint.host, self._endpoint.port)
+        if not self._subscriptions:
+            self.subscribed.set()  # publishing only (a process that does not ingest)
+            return
         client.subscribe([(topic, 1) for topic in self._subscriptions])
 
     def _subscribed(self, _c: mqtt.Client, _u: Any, _mid: int, reasons: Any, _p: Any) -> None:

@@ -36,6 +36,18 @@ BODIES: dict[tuple[str, str], Any] = {
         "password": "sneaky-pw-1",
         "role": "administrator",
     },
+    ("post", "/api/v1/subjects/{subject_id}/orders"): {
+        "authority": "court",
+        "reference": "r-1",
+        "starts_at": "2026-01-01T00:00:00Z",
+    },
+    ("patch", "/api/v1/orders/{order_id}"): {"notes": "changed"},
+    ("post", "/api/v1/subjects/{subject_id}/legal-holds"): {"reason": "not my case"},
+    ("post", "/api/v1/subjects/{subject_id}/suspensions"): {
+        "starts_at": "2026-01-01T00:00:00Z",
+        "ends_at": "2026-01-02T00:00:00Z",
+        "reason": "not my case",
+    },
 }
 # Endpoints about the caller's own account or session, not about anyone's subject.
 OWN = {
@@ -80,12 +92,24 @@ def test_a_second_officer_is_refused_everywhere(monitor: Monitor, mosquitto: Mos
     wait_for(lambda: first.get("/api/v1/alerts")["items"], 30, "the integrity alert")
     alert = first.get("/api/v1/alerts")["items"][0]["id"]
 
+    order = first.post(
+        f"/api/v1/subjects/{subject}/orders",
+        BODIES[("post", "/api/v1/subjects/{subject_id}/orders")],
+    )["id"]
+    hold = first.post(f"/api/v1/subjects/{subject}/legal-holds", {"reason": "appeal"})["id"]
+    suspension = first.post(
+        f"/api/v1/subjects/{subject}/suspensions",
+        BODIES[("post", "/api/v1/subjects/{subject_id}/suspensions")],
+    )["id"]
     values = {
         "subject_id": subject,
         "device_id": "BR-BOLA",
         "alert_id": alert,
         "external_id": "BOLA-1",
         "username": "officer_a",
+        "order_id": order,
+        "hold_id": str(hold),
+        "suspension_id": str(suspension),
     }
     spec = httpx.get(f"{monitor.base_url}/openapi.json").json()
     checked = 0

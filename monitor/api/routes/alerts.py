@@ -181,11 +181,18 @@ async def resolve(
 
 async def _may_see(runtime: Runtime, user: User) -> Any:
     """A predicate on alert events for this user, kept current for officers."""
+    # Alerts raised during a planned suspension are recorded, not pushed live.
     if user.sees_everyone:
-        return lambda _e: True
+        return lambda e: not _suspended(e.alert)
     async with runtime.pool.connection() as conn:
         caseload = set(await subject_store.ids_for_officer(conn, user.username))
-    return lambda e: e.subject_id is not None and e.subject_id in caseload
+    return lambda e: (
+        e.subject_id is not None and e.subject_id in caseload and not _suspended(e.alert)
+    )
+
+
+def _suspended(alert: dict[str, Any]) -> bool:
+    return bool((alert.get("detail") or {}).get("suspended"))
 
 
 @router.websocket("/live")
@@ -220,7 +227,9 @@ async def live(
                 await websocket.send_json(
                     {
                         "type": "snapshot",
-                        "alerts": [alert_store.alert_json(r) for r in rows],
+                        "alerts": [
+                            a for a in map(alert_store.alert_json, rows) if not _suspended(a)
+                        ],
                         "event_id": last,
                     }
                 )

@@ -1,0 +1,106 @@
+"""The alert lifecycle across processes: escalation of unacknowledged critical alerts,
+planned suspensions, configurable severities, and an alert committed by the ingesting
+process reaching an operator connected to another process."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from tests.client import Api, LiveAlerts
+from tests.conftest import ADMIN_PASSWORD
+from tests.servers import Monitor, Mosquitto
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def pair(
+    database_url: str, mosquitto: Mosquitto, workdir: Path
+) -> Iterator[tuple[Monitor, Monitor]]:
+    """Two processes on one database: one ingests, one serves the API only."""
+    common = {
+        "MONITOR_DATABASE_URL": database_url,
+        "MONITOR_MQTT_URL": f"mqtt://127.0.0.1:{mosquitto.port}",
+        "MONITOR_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "MONITOR_ESCALATE_AFTER_S": "2",
+        "MONITOR_SEVERITY__BATTERY": "warning",
+    }
+    ingesting = Monitor({**common, "MONITOR_INSTANCE": "lifecycle-ingest"}, workdir / "lc1")
+    serving = Monitor(
+        {**common, "MONITOR_INSTANCE": "lifecycle-api", "MONITOR_INGEST": "false"}, workdir / "lc2"
+    )
+    ingesting.start()
+    serving.start()
+    yield ingesting, serving
+    serving.stop()
+    ingesting.stop()
+
+
+def _events(port: int, device_id: str, events: list[dict[str, object]]) -> None:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device_id, protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    client.publish(
+        f"em/v1/dev/{device_id}/up", json.dumps({"events": events}), qos=1
+    ).wait_for_publish(10)
+    client.loop_stop()
+    client.disconnect()
+
+
+def test_lifecycle_across_two_processes(
+    pair: tuple[Monitor, Monitor], mosquitto: Mosquitto
+) -> None:
+    _, serving = pair
+    api = Api.login(serving.base_url, "admin", ADMIN_PASSWORD)
+    subject = api.subject("LC-1")
+    quiet = api.subject("LC-2")
+    api.enrol("BR-LC1", subject, signed=False, assigned_at="2026-01-01T00:00:00Z")
+    api.enrol("BR-LC2", quiet, signed=False, assigned_at="2026-01-01T00:00:00Z")
+    now = datetime.now(UTC)
+    api.post(
+        f"/api/v1/subjects/{quiet}/suspensions",
+        {
+            "starts_at": (now - timedelta(hours=1)).isoformat(),
+            "ends_at": (now + timedelta(hours=1)).isoformat(),
+            "reason": "hospital stay",
+        },
+    )
+
+    live = LiveAlerts(serving.base_url, api.token)  # on the process that does not ingest
+    assert live.next()["type"] == "snapshot"
+    t = int(now.timestamp() * 1000) - 5000
+    _events(mosquitto.port, "BR-LC2", [{"seq": 1, "t": t, "kind": "strap_open"}])
+    _events(
+        mosquitto.port,
+        "BR-LC1",
+        [
+            {"seq": 1, "t": t, "kind": "strap_open"},
+            {"seq": 2, "t": t + 1, "kind": "battery_critical"},
+        ],
+    )
+
+    tamper = live.wait_for(lambda m: m["type"] == "alert" and m["alert"]["kind"] == "tamper", 30)[
+        "alert"
+    ]
+    assert tamper["subject_id"] == subject  # the suspended subject's alert is not pushed
+    battery = live.wait_for(lambda m: m["alert"]["kind"] == "battery", 30)["alert"]
+    assert battery["severity"] == "warning"  # configured
+    escalated = live.wait_for(
+        lambda m: m["alert"]["id"] == tamper["id"] and "escalated_at" in m["alert"]["detail"], 30
+    )["alert"]
+    assert escalated["detail"]["escalation_level"] >= 1
+    assert escalated["event_id"] > tamper["event_id"]
+    live.close()
+
+    # The suspended subject's alert is recorded all the same, marked as such.
+    recorded = api.get("/api/v1/alerts", subject_id=quiet)["items"]
+    assert [a["kind"] for a in recorded] == ["tamper"]
+    assert recorded[0]["detail"]["suspended"]["reason"] == "hospital stay"
+    assert "escalated_at" not in recorded[0]["detail"]
