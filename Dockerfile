@@ -1,6 +1,9 @@
 # The monitor service and the device simulator, for docker-compose.yml.
 FROM python:3.11-slim-bookworm
 WORKDIR /app
+# DejaVu: court reports show Cyrillic and Kazakh names.
+RUN apt-get update && apt-get install -y --no-install-recommends fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md ./
 COPY monitor ./monitor
 COPY geofences ./geofences

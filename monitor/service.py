@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -65,6 +66,9 @@ __all__ = ["DeviceInfo", "Ingest", "RulesChanged"]
 log = logging.getLogger(__name__)
 
 Conn = AsyncConnection[DictRow]
+
+# At most one "updated" event per alert this often (see _apply_changes).
+UPDATE_EVERY_S = 10.0
 
 # How many stored fixes warm a subject's rule state when the process first meets it.
 _WARM_FIXES = 20
@@ -147,6 +151,7 @@ class Ingest:
         self._episode_alerts: dict[str, str] = {}
         self._online: dict[str, bool] = {}
         self._broker_lock = asyncio.Lock()
+        self._updated_at: dict[str, float] = {}
         self.processed_batches = 0
         self.stored_fixes = 0
         # Counters for /metrics: messages handled, records stored, things refused.
@@ -506,6 +511,7 @@ class Ingest:
 
     async def _apply_changes(self, conn: Conn, changes: list[AlertChange]) -> dict[str, str]:
         opened: dict[str, str] = {}
+        now_mono = time.monotonic()
         # Coalesce: of several updates to one episode in a batch, the last one says it all.
         last_update: dict[str, int] = {}
         for i, c in enumerate(changes):
@@ -548,6 +554,14 @@ class Ingest:
             if current is None or current["state"] == "resolved":
                 continue  # resolved by an officer: the record stands as resolved
             if c.change is Change.UPDATE:
+                # Every violating fix need not reach every screen: the count and latest
+                # fix are written at most once per UPDATE_EVERY_S per alert (and always
+                # when the episode clears), so a violating fleet does not flood the
+                # operators with changes to alerts already on their screens.
+                last = self._updated_at.get(alert_id)
+                if last is not None and now_mono - last < UPDATE_EVERY_S:
+                    continue
+                self._updated_at[alert_id] = now_mono
                 await alert_store.record_change(
                     conn, alert_id, "updated", None, detail_patch=detail
                 )

@@ -16,7 +16,8 @@ log() { printf '[bootstrap] %s\n' "$*" >&2; }
 PG_MAJOR=15
 PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
 DEB_PACKAGES=(mosquitto mosquitto-clients "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR"
-  build-essential cmake dpkg-dev libkrb5-dev libssl-dev python3-venv chromium openssl)
+  build-essential cmake dpkg-dev libkrb5-dev libssl-dev python3-venv chromium openssl
+  fonts-dejavu-core)
 
 # npm vendors Leaflet for the dashboard; Debian's own npm when none is installed.
 command -v npm >/dev/null 2>&1 || DEB_PACKAGES+=(npm)

@@ -11,6 +11,7 @@ from the last event id it saw, losing nothing.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,17 @@ class AlertEvent:
     event_id: int
     subject_id: str | None
     alert: dict[str, Any]  # the alert as of this change, as the API shows it
+    # The websocket message, encoded once for every client that receives it.
+    text: str = ""
+
+    @classmethod
+    def of(cls, event_id: int, alert: dict[str, Any]) -> AlertEvent:
+        return cls(
+            event_id,
+            alert.get("subject_id"),
+            alert,
+            json.dumps({"type": "alert", "alert": alert}, separators=(",", ":")),
+        )
 
 
 @dataclass(eq=False)

@@ -69,9 +69,7 @@ def _fetcher(pool: Pool) -> Any:
     async def fetch_after(after: int) -> list[AlertEvent]:
         async with pool.connection() as conn:
             rows = await alert_store.events_after(conn, after, 1000)
-        return [
-            AlertEvent(int(r["event_id"]), r["alert"].get("subject_id"), r["alert"]) for r in rows
-        ]
+        return [AlertEvent.of(int(r["event_id"]), r["alert"]) for r in rows]
 
     return fetch_after
 

@@ -239,9 +239,9 @@ async def live(
                     rows = await alert_store.events_after(conn, last, 1000)
                     for r in rows:
                         last = int(r["event_id"])
-                        event = AlertEvent(last, r["alert"].get("subject_id"), r["alert"])
+                        event = AlertEvent.of(last, r["alert"])
                         if visible(event):
-                            await websocket.send_json({"type": "alert", "alert": event.alert})
+                            await websocket.send_text(event.text)
                     if len(rows) < 1000:
                         break
         await _relay(websocket, sub, last, lambda: authenticate(runtime, token))
@@ -288,7 +288,7 @@ async def _relay(
             if event.event_id <= last:
                 continue  # already sent in the snapshot or the catch-up
             last = event.event_id
-            await websocket.send_json({"type": "alert", "alert": event.alert})
+            await websocket.send_text(event.text)
     finally:
         for task in (receiver, overflow, expiry):
             task.cancel()

@@ -19,6 +19,8 @@ from importlib import metadata
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Response
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow
 
 from monitor.api import cursor as cursor_codec
 from monitor.api.deps import (
@@ -42,6 +44,8 @@ from monitor.store.pool import Pool
 
 router = APIRouter(prefix="/api/v1", tags=["reports"])
 
+Conn = AsyncConnection[DictRow]
+
 # An export holds at most this many fixes; a longer period is refused, to be split.
 MAX_EXPORT_FIXES = 500_000
 
@@ -49,6 +53,11 @@ CSV = "text/csv; charset=utf-8"
 GEOJSON = "application/geo+json"
 PDF = "application/pdf"
 ZIP = "application/zip"
+
+
+def _file(media_type: str, what: str) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI description of a file answer."""
+    return {200: {"description": what, "content": {media_type.partition(";")[0]: {}}}}
 
 
 @functools.cache
@@ -123,7 +132,7 @@ def _zone_ids(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 
 async def _reviews(
-    conn: Any, subject_id: str, rows: Sequence[dict[str, Any]], book: RuleBook | None
+    conn: Conn, subject_id: str, rows: Sequence[dict[str, Any]], book: RuleBook | None
 ) -> list[dict[str, Any]]:
     """Each alert row as a violation under review."""
     events = await report_store.alert_events(conn, [str(r["id"]) for r in rows])
@@ -170,7 +179,7 @@ class _Record:
 
 
 async def _record(
-    conn: Any, subject_id: str, since: datetime | None, until: datetime | None
+    conn: Conn, subject_id: str, since: datetime | None, until: datetime | None
 ) -> _Record:
     rows = await report_store.alerts(conn, subject_id, since, until)
     book = await zone_store.load_rulebook(conn, subject_id)
@@ -313,7 +322,11 @@ async def _alerts(
     return [alert_store.alert_json(r) for r in rows]
 
 
-@router.get("/subjects/{subject_id}/export/fixes.csv", response_class=Response)
+@router.get(
+    "/subjects/{subject_id}/export/fixes.csv",
+    response_class=Response,
+    responses=_file(CSV, "the fixes as CSV"),
+)
 async def export_fixes_csv(
     subject_id: str,
     user: CurrentUser,
@@ -331,7 +344,11 @@ async def export_fixes_csv(
     return _download(export.fixes_csv(rows), CSV, _filename(subject, "fixes.csv"))
 
 
-@router.get("/subjects/{subject_id}/export/fixes.geojson", response_class=Response)
+@router.get(
+    "/subjects/{subject_id}/export/fixes.geojson",
+    response_class=Response,
+    responses=_file(GEOJSON, "the fixes as a GeoJSON FeatureCollection"),
+)
 async def export_fixes_geojson(
     subject_id: str,
     user: CurrentUser,
@@ -349,7 +366,11 @@ async def export_fixes_geojson(
     return _download(export.fixes_geojson(rows), GEOJSON, _filename(subject, "fixes.geojson"))
 
 
-@router.get("/subjects/{subject_id}/export/alerts.csv", response_class=Response)
+@router.get(
+    "/subjects/{subject_id}/export/alerts.csv",
+    response_class=Response,
+    responses=_file(CSV, "the alerts as CSV"),
+)
 async def export_alerts_csv(
     subject_id: str,
     user: CurrentUser,
@@ -367,7 +388,11 @@ async def export_alerts_csv(
     return _download(export.alerts_csv(alerts), CSV, _filename(subject, "alerts.csv"))
 
 
-@router.get("/subjects/{subject_id}/export/alerts.geojson", response_class=Response)
+@router.get(
+    "/subjects/{subject_id}/export/alerts.geojson",
+    response_class=Response,
+    responses=_file(GEOJSON, "the alerts as a GeoJSON FeatureCollection"),
+)
 async def export_alerts_geojson(
     subject_id: str,
     user: CurrentUser,
@@ -385,7 +410,11 @@ async def export_alerts_geojson(
     return _download(export.alerts_geojson(alerts), GEOJSON, _filename(subject, "alerts.geojson"))
 
 
-@router.get("/subjects/{subject_id}/report.pdf", response_class=Response)
+@router.get(
+    "/subjects/{subject_id}/report.pdf",
+    response_class=Response,
+    responses=_file(PDF, "the court report"),
+)
 async def court_report(
     subject_id: str,
     user: CurrentUser,
@@ -435,7 +464,11 @@ def _latest(record: _Record, fixes: Sequence[dict[str, Any]]) -> datetime | None
     return max(times) if times else None
 
 
-@router.get("/subjects/{subject_id}/evidence.zip", response_class=Response)
+@router.get(
+    "/subjects/{subject_id}/evidence.zip",
+    response_class=Response,
+    responses=_file(ZIP, "the evidence bundle"),
+)
 async def evidence_bundle(
     subject_id: str,
     user: CurrentUser,
