@@ -831,7 +831,7 @@
 
   function stopReplay() {
     if (replayState) {
-      cancelAnimationFrame(replayState.frame);
+      clearTimeout(replayState.frame);
       clearTimeout(replayState.hide);
       replayState.marker.remove();
       replayState = null;
@@ -849,8 +849,10 @@
     const duration = Math.min(20_000, Math.max(3000, pts.length * 250));
     const start = performance.now();
     button.dataset.replay = "running";
-    const step = (now) => {
-      const p = Math.min(1, (now - start) / duration);
+    // Timers rather than animation frames: a browser pauses animation frames in a tab
+    // that is not visible (a control-room screen behind another window), timers not.
+    const step = () => {
+      const p = Math.min(1, (performance.now() - start) / duration);
       const x = p * (pts.length - 1);
       const i = Math.min(pts.length - 2, Math.floor(x));
       const f = x - i;
@@ -859,14 +861,14 @@
       const t1 = new Date(fixes[i + 1].properties.t).getTime();
       label.textContent = fmtTime(new Date(t0 + (t1 - t0) * f).toISOString());
       if (p < 1) {
-        replayState.frame = requestAnimationFrame(step);
+        replayState.frame = setTimeout(step, 33);
       } else {
         button.dataset.replay = "done";
         // Leave the subject's own marker visible again once the replay has ended.
         replayState.hide = setTimeout(() => marker.remove(), 1500);
       }
     };
-    replayState = { marker, frame: requestAnimationFrame(step), hide: null };
+    replayState = { marker, frame: setTimeout(step, 0), hide: null };
   }
 
   // ---- log in, start, log out ----------------------------------------------------------

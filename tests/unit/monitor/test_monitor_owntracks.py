@@ -77,7 +77,7 @@ def test_refused_payloads(doc: object, message: str) -> None:
 
 @pytest.mark.parametrize(
     ("kind", "name"),
-    [("lwt", "offline"), ("status", "phone_status"), ("transition", "transition")],
+    [("lwt", "offline"), ("transition", "transition")],
 )
 def test_other_messages_are_device_events(kind: str, name: str) -> None:
     doc = {"_type": kind, "tst": TST}
@@ -85,6 +85,19 @@ def test_other_messages_are_device_events(kind: str, name: str) -> None:
     assert fix is None
     assert (event.device_id, event.seq, event.kind, event.detail) == ("phone-1", None, name, doc)
     assert event.t == datetime.fromtimestamp(TST, UTC)
+
+
+def test_a_status_carries_the_settings_that_put_reporting_at_risk() -> None:
+    doc = {"_type": "status", "android": {"hib": 0, "bo": 1, "loc": 1, "ps": 1, "wifi": 1}}
+    fix, event = decode(doc)
+    assert fix is None
+    assert event.kind == "phone_status"
+    assert event.detail == {
+        "warnings": ["power saving is on", "battery optimisation is on for the app"],
+        "status": doc,
+    }
+    healthy = {"_type": "status", "android": {"hib": 0, "bo": 0, "loc": 1, "ps": 0}}
+    assert decode(healthy)[1].detail["warnings"] == []
 
 
 def test_an_event_without_tst_is_dated_on_arrival() -> None:
