@@ -20,9 +20,9 @@ import shapely
 from numpy.typing import ArrayLike, NDArray
 
 from geofences.geodesy import MIN_RADIUS_M, FloatArray, distance_m, wrap_longitude
-from geofences.model import Circle, Shape, bounds, margin_m
+from geofences.model import Circle, Shape, bounds, margin_m, segment_crosses
 
-__all__ = ["Matches", "ZoneIndex"]
+__all__ = ["Crossings", "Matches", "ZoneIndex"]
 
 # The least a query box is grown (about 1 cm): it makes a fix on a box's edge, or on
 # longitude ±180 written either way, meet the zones touching it.
@@ -51,6 +51,20 @@ class Matches:
             self.point_index.tolist(), self.zone_id.tolist(), self.margin_m.tolist(), strict=True
         ):
             yield int(p), str(z), float(m)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Crossings:
+    """Segment-zone pairs from ``ZoneIndex.crossed``, as parallel arrays sorted by segment
+    then zone: ``segment_index`` is the position of the segment in the (flattened) query
+    arrays, ``zone_index`` the position of the zone in the index, ``zone_id`` its id."""
+
+    segment_index: NDArray[np.intp]
+    zone_index: NDArray[np.intp]
+    zone_id: NDArray[np.object_]
+
+    def __len__(self) -> int:
+        return int(self.segment_index.size)
 
 
 class ZoneIndex:
@@ -161,6 +175,71 @@ class ZoneIndex:
             zone_id=self._ids[zone],
             margin_m=margins,
         )
+
+    def crossed(
+        self, lon1: ArrayLike, lat1: ArrayLike, lon2: ArrayLike, lat2: ArrayLike
+    ) -> Crossings:
+        """Every (segment, zone) pair where the straight segment from point 1 to point 2
+        touches the zone (``model.segment_crosses``): for crossings between sparse fixes.
+        The tree gives the zones whose boxes the segment meets; each candidate is then
+        tested exactly, zone by zone, vectorised over that zone's segments."""
+        arrays = np.broadcast_arrays(
+            *(np.asarray(v, dtype=np.float64) for v in (lon1, lat1, lon2, lat2))
+        )
+        a_lon, a_lat, b_lon, b_lat = (np.ascontiguousarray(v).ravel() for v in arrays)
+        seg, zone = self._segment_candidates(a_lon, a_lat, b_lon, b_lat)
+        if seg.size == 0:
+            empty = np.empty(0, dtype=np.intp)
+            return Crossings(empty, empty, np.empty(0, dtype=object))
+        hit = np.zeros(seg.size, dtype=np.bool_)
+        order = np.argsort(zone, kind="stable")
+        for pairs in np.split(order, np.flatnonzero(np.diff(zone[order])) + 1):
+            if pairs.size:
+                s = seg[pairs]
+                shape = self._shapes[zone[pairs[0]]]
+                hit[pairs] = segment_crosses(shape, a_lon[s], a_lat[s], b_lon[s], b_lat[s])
+        seg, zone = seg[hit], zone[hit]
+        order = np.lexsort((zone, seg))
+        seg, zone = seg[order], zone[order]
+        return Crossings(segment_index=seg, zone_index=zone, zone_id=self._ids[zone])
+
+    def _segment_candidates(
+        self, a_lon: FloatArray, a_lat: FloatArray, b_lon: FloatArray, b_lat: FloatArray
+    ) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+        """(segment, zone) pairs whose boxes overlap, each pair once."""
+        finite = np.flatnonzero(
+            np.isfinite(a_lon) & np.isfinite(a_lat) & np.isfinite(b_lon) & np.isfinite(b_lat)
+        )
+        if finite.size == 0 or len(self._shapes) == 0:
+            empty = np.empty(0, dtype=np.intp)
+            return empty, empty
+        x1 = wrap_longitude(a_lon[finite])
+        x2 = wrap_longitude(b_lon[finite], x1)  # the short way round, maybe beyond ±180
+        y1, y2 = a_lat[finite], b_lat[finite]
+        grow = _MIN_GROW_DEG
+        west = np.minimum(x1, x2) - grow
+        east = np.maximum(x1, x2) + grow
+        south = np.maximum(np.minimum(y1, y2) - grow, -90.0)
+        north = np.minimum(np.maximum(y1, y2) + grow, 90.0)
+        # The part of a box beyond ±180 is queried again from the other side.
+        spill_w = np.flatnonzero(west < -180.0)
+        spill_e = np.flatnonzero(east > 180.0)
+        boxes = shapely.box(
+            np.concatenate(
+                [np.maximum(west, -180.0), west[spill_w] + 360.0, np.full(spill_e.size, -180.0)]
+            ),
+            np.concatenate([south, south[spill_w], south[spill_e]]),
+            np.concatenate(
+                [np.minimum(east, 180.0), np.full(spill_w.size, 180.0), east[spill_e] - 360.0]
+            ),
+            np.concatenate([north, north[spill_w], north[spill_e]]),
+        )
+        source = np.concatenate([finite, finite[spill_w], finite[spill_e]])
+        hit = self._tree.query(boxes)
+        seg = source[hit[0]]
+        zone = self._owner[hit[1]]
+        key = np.unique(seg.astype(np.int64) * len(self._shapes) + zone)
+        return (key // len(self._shapes)).astype(np.intp), (key % len(self._shapes)).astype(np.intp)
 
     def _candidates(
         self, lon: FloatArray, lat: FloatArray, within_m: float

@@ -16,11 +16,30 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
-from typing import Any
+from datetime import UTC, datetime, time, timedelta
+from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-__all__ = ["DAYS", "Schedule", "ScheduleError", "Window", "parse"]
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["DAYS", "Schedule", "ScheduleError", "Window", "epoch_us", "parse"]
+
+_US_PER_DAY: Final = 86_400_000_000
+# Offsets are looked up once per quarter hour of UTC, checked at both ends of it.
+_BUCKET_US: Final = 900_000_000
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def epoch_us(t: datetime) -> int:
+    """Microseconds since 1970-01-01 UTC, exactly (the unit of ``Schedule.active_many``)."""
+    delta = t - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _clock_us(c: time) -> int:
+    return ((c.hour * 60 + c.minute) * 60 + c.second) * 1_000_000 + c.microsecond
+
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -61,6 +80,59 @@ class Schedule:
             return True
         local = t.astimezone(ZoneInfo(self.timezone or default_timezone))
         return any(w.contains(local) for w in self.weekly)
+
+    def active_many(self, t_us: NDArray[np.int64], default_timezone: str) -> NDArray[np.bool_]:
+        """``active`` for many instants at once, given as microseconds since the epoch
+        (``epoch_us``); the same answers, elementwise.
+
+        The UTC offset is looked up once per quarter hour of UTC that the instants fall in
+        and checked at both ends of it; a quarter hour holding a change of offset (which
+        tzdata puts on whole quarter hours since the 1970s, so in practice never) is
+        looked up instant by instant.
+        """
+        t = np.asarray(t_us, dtype=np.int64)
+        out = np.zeros(t.shape, dtype=np.bool_)
+        if t.size == 0:
+            return out
+        excepted = np.zeros(t.shape, dtype=np.bool_)
+        for start, end in self.exceptions:
+            excepted |= (t >= epoch_us(start)) & (t < epoch_us(end))
+        if not self.weekly:
+            return ~excepted
+        zone = ZoneInfo(self.timezone or default_timezone)
+        bucket = t // _BUCKET_US
+        keys, where = np.unique(bucket, return_inverse=True)
+        offsets = np.empty(keys.size, dtype=np.int64)
+        exact = np.zeros(keys.size, dtype=np.bool_)
+        for i, key in enumerate(keys.tolist()):
+            first = _EPOCH + timedelta(microseconds=key * _BUCKET_US)
+            last = first + timedelta(microseconds=_BUCKET_US - 1)
+            a, b = first.astimezone(zone).utcoffset(), last.astimezone(zone).utcoffset()
+            assert a is not None
+            assert b is not None
+            offsets[i] = a // timedelta(microseconds=1)
+            exact[i] = a != b
+        local = t + offsets[where.reshape(t.shape)]
+        odd = exact[where.reshape(t.shape)]
+        if np.any(odd):
+            for i in np.flatnonzero(odd.ravel()).tolist():
+                instant = _EPOCH + timedelta(microseconds=int(t.ravel()[i]))
+                off = instant.astimezone(zone).utcoffset()
+                assert off is not None
+                local.ravel()[i] = t.ravel()[i] + off // timedelta(microseconds=1)
+        day = local // _US_PER_DAY
+        clock = local - day * _US_PER_DAY
+        weekday = (day + 3) % 7  # 1970-01-01 was a Thursday
+        prev = (weekday - 1) % 7
+        for w in self.weekly:
+            days = np.zeros(7, dtype=np.bool_)
+            days[list(w.days)] = True
+            opens, closes = _clock_us(w.start), _clock_us(w.end)
+            if opens < closes:
+                out |= days[weekday] & (clock >= opens) & (clock < closes)
+            else:
+                out |= (days[weekday] & (clock >= opens)) | (days[prev] & (clock < closes))
+        return out & ~excepted
 
 
 def _clock(value: object, where: str) -> time:
