@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     )
     # A critical alert not acknowledged within this is escalated and pushed again.
     escalate_after_s: float = Field(default=300.0, gt=0)
+    # Liveness: silence past a device's upload interval plus this is a comms loss; no fix
+    # for this long while uploads go on is a location loss. Judged every N ticks (2 s).
+    comms_buffer_s: float = Field(default=120.0, gt=0)
+    location_loss_s: float = Field(default=900.0, gt=0)
+    liveness_every_ticks: int = Field(default=15, ge=1)
     # False: this process serves the API and websockets only; another one ingests.
     ingest: bool = True
     log_level: str = "INFO"

@@ -51,8 +51,14 @@ from monitor.rules.engine import (
     SubjectState,
     evaluate,
     rejudge,
+    rejudge_window,
 )
 from monitor.rules.events import judge as judge_event
+from monitor.rules.liveness import DeviceStatus, LivenessState
+from monitor.rules.liveness import Policy as LivenessPolicy
+from monitor.rules.liveness import judge_all as judge_liveness
+from monitor.rules.plausibility import DeviceCheck
+from monitor.rules.plausibility import judge as judge_plausibility
 from monitor.rules.watermark import Gap, Watermark
 from monitor.store import alerts as alert_store
 from monitor.store import commands as command_store
@@ -83,6 +89,8 @@ class DeviceInfo:
     assigned_at: datetime | None
     signing_key: bytes | None
     owntracks_topic: str | None
+    fix_interval_s: float = 60.0
+    upload_interval_s: float = 60.0
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> DeviceInfo:
@@ -93,6 +101,8 @@ class DeviceInfo:
             assigned_at=row["assigned_at"],
             signing_key=bytes(row["signing_key"]) if row["signing_key"] is not None else None,
             owntracks_topic=row["owntracks_topic"],
+            fix_interval_s=float(row["fix_interval_s"]),
+            upload_interval_s=float(row["upload_interval_s"]),
         )
 
     def subject_at(self, t: datetime) -> str | None:
@@ -100,6 +110,17 @@ class DeviceInfo:
         if self.subject_id is None or self.assigned_at is None or t < self.assigned_at:
             return None
         return self.subject_id
+
+
+@dataclass
+class _Heard:
+    """What the service last heard from a device (for liveness)."""
+
+    upload_at: datetime | None = None
+    fix_t: datetime | None = None
+    no_fix_at: datetime | None = None
+    battery: int | None = None
+    charging: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +173,12 @@ class Ingest:
         self._online: dict[str, bool] = {}
         self._broker_lock = asyncio.Lock()
         self._updated_at: dict[str, float] = {}
+        # Plausibility (spoofing) per device, and what liveness needs to know of each.
+        self._checks: dict[str, DeviceCheck] = {}
+        self._heard: dict[str, _Heard] = {}
+        self._liveness: dict[str, LivenessState] = {}
+        self._started_at = clock()
+        self._ticks = 0
         self.processed_batches = 0
         self.stored_fixes = 0
         # Counters for /metrics: messages handled, records stored, things refused.
@@ -259,6 +286,9 @@ class Ingest:
         now = self._clock()
         await self._expire_locates(now)
         await self.escalate()
+        self._ticks += 1
+        if self._ticks % self._settings.liveness_every_ticks == 0:
+            await self.liveness()
         due = [
             d
             for d, wm in self._watermarks.items()
@@ -431,8 +461,11 @@ class Ingest:
             await self._record_gaps(conn, gaps, now)
 
             fixes_by_subject: dict[str, list[Fix]] = defaultdict(list)
+            judged: set[tuple[str, int | None, datetime]] = set()
             for f, subject in batch.fixes:
-                if subject is not None and (f.device_id, f.seq, f.t) in new_fixes:
+                key = (f.device_id, f.seq, f.t)
+                if subject is not None and key in new_fixes and key not in judged:
+                    judged.add(key)  # the same record twice in one batch is judged once
                     fixes_by_subject[subject].append(f)
             states: dict[str, SubjectState] = {}
             changes: list[AlertChange] = []
@@ -441,8 +474,22 @@ class Ingest:
                 if book is None:
                     continue
                 state = await self._state(conn, book, min(f.t for f in fixes))
-                states[subject], found = evaluate(book, state, fixes, self._debounce)
+                late = [f for f in fixes if state.last_t is not None and f.t < state.last_t]
+                if late:
+                    # A late upload is judged with the stored fixes around it, so a backlog
+                    # arriving in small uploads still confirms its violation.
+                    stored, from_start = await self._window(conn, subject, late)
+                    windowed, found = rejudge_window(
+                        book, stored, late, self._debounce, state, from_start=from_start
+                    )
+                    state = windowed or state
+                    changes += found
+                live = [f for f in fixes if state.last_t is None or f.t >= state.last_t]
+                states[subject], found = evaluate(book, state, live, self._debounce)
                 changes += found
+            spoofing = await self._plausibility(
+                conn, [f for fs in fixes_by_subject.values() for f in fs]
+            )
             episode_alerts = await self._apply_changes(conn, changes)
             await self._event_alerts(conn, batch, new_events)
             for device_id, fault, rejection in batch.integrity:
@@ -451,6 +498,8 @@ class Ingest:
         self._watermarks.update(tentative)
         self._states.update(states)
         self._episode_alerts.update(episode_alerts)
+        self._checks.update(spoofing)
+        self._observe(batch, new_fixes, new_events)
         self.processed_batches += 1
         self.stored_fixes += len(new_fixes)
         self.counters["messages_handled"] += len(messages)
@@ -485,17 +534,45 @@ class Ingest:
         return state
 
     async def _find_alert(self, conn: Conn, subject_id: str, episode: Episode) -> str | None:
-        known = self._episode_alerts.get(episode.key)
-        if known is not None:
-            return known
+        for key in (episode.key, episode.supersedes):
+            known = self._episode_alerts.get(key) if key else None
+            if known is not None:
+                return known
+        # By the episode's key, or the key it superseded (late fixes moved its start),
+        # or else the subject's open alert for the rule (a window that began inside it).
+        old = episode.supersedes or episode.key
         cur = await conn.execute(
             "SELECT id FROM alerts WHERE subject_id = %s AND rule_key = %s"
-            " AND (detail->>'episode' = %s OR (cleared_at IS NULL AND state <> 'resolved'))"
-            " ORDER BY (detail->>'episode' = %s) DESC, alert_no DESC LIMIT 1",
-            (subject_id, episode.rule.key, episode.key, episode.key),
+            " AND (detail->>'episode' IN (%s, %s)"
+            "      OR (cleared_at IS NULL AND state <> 'resolved'))"
+            " ORDER BY (detail->>'episode' IN (%s, %s)) DESC, alert_no DESC LIMIT 1",
+            (subject_id, episode.rule.key, episode.key, old, episode.key, old),
         )
         row = await cur.fetchone()
         return str(row["id"]) if row else None
+
+    async def _window(self, conn: Conn, subject_id: str, late: list[Fix]) -> tuple[list[Fix], bool]:
+        """The stored fixes around late ones, as rejudge_window asks: from 2·confirm_fixes
+        fixes (or confirm_s) before the earliest to the subject's latest."""
+        earliest = min(f.t for f in late)
+        before = await positions.recent_fixes(
+            conn, subject_id, earliest, 2 * self._debounce.confirm_fixes
+        )
+        lower = earliest - timedelta(seconds=self._debounce.confirm_s)
+        if before:
+            lower = min(lower, before[0]["t"])
+        cur = await conn.execute(
+            "SELECT device_id, seq, t, received_at, subject_id, lat, lon, acc, src, spd, batt"
+            " FROM fixes WHERE subject_id = %s AND t >= %s ORDER BY t LIMIT %s",
+            (subject_id, lower, _REJUDGE_LIMIT),
+        )
+        stored = [_fix_from_row(r) for r in await cur.fetchall()]
+        cur = await conn.execute(
+            "SELECT NOT EXISTS (SELECT 1 FROM fixes WHERE subject_id = %s AND t < %s) AS first",
+            (subject_id, lower),
+        )
+        row = await cur.fetchone()
+        return stored, bool(row and row["first"])
 
     async def _episode_alert(self, conn: Conn, c: AlertChange) -> str | None:
         known = self._episode_alerts.get(c.episode.key)
@@ -710,9 +787,189 @@ class Ingest:
                 " upload_interval_s = coalesce(%s, upload_interval_s) WHERE device_id = %s",
                 (row["args"].get("fix_s"), row["args"].get("upload_s"), event.device_id),
             )
+            known = self._devices.get(event.device_id)
+            if known is not None:
+                self._devices[event.device_id] = replace(
+                    known,
+                    fix_interval_s=float(row["args"].get("fix_s") or known.fix_interval_s),
+                    upload_interval_s=float(row["args"].get("upload_s") or known.upload_interval_s),
+                )
 
     def publish_command(self, device_id: str, payload: dict[str, Any]) -> None:
         self._publish(cmd_topic(device_id), json.dumps(payload).encode(), False)
+
+    async def _condition(
+        self,
+        conn: Conn,
+        subject: str | None,
+        device_id: str,
+        kind: AlertKind,
+        *,
+        clears: bool,
+        at: datetime,
+        info: dict[str, Any],
+        severity: Severity | None = None,
+    ) -> None:
+        """A device condition (tamper, battery, spoofing, comms loss, ...): opens the
+        device's alert of that kind or adds to the open one; a clear marks it cleared."""
+        cur = await conn.execute(
+            "SELECT id FROM alerts WHERE kind = %s AND device_id = %s"
+            " AND subject_id IS NOT DISTINCT FROM %s AND state <> 'resolved'"
+            " AND cleared_at IS NULL ORDER BY alert_no DESC LIMIT 1",
+            (kind.value, device_id, subject),
+        )
+        row = await cur.fetchone()
+        if clears:
+            if row is not None:
+                await alert_store.record_change(
+                    conn,
+                    str(row["id"]),
+                    "cleared",
+                    None,
+                    cleared_at=at,
+                    detail_patch={"cleared_at": iso(at), "clear_reason": info.get("reason")},
+                )
+            return
+        if row is not None:
+            await alert_store.record_change(
+                conn, str(row["id"]), "updated", None, detail_patch={"last": info}
+            )
+            return
+        await self._insert_alert(
+            conn,
+            alert_store.NewAlert(
+                subject_id=subject,
+                device_id=device_id,
+                kind=kind.value,
+                severity=(severity or DEFAULT_SEVERITY[kind]).value,
+                rule_key=kind.value,
+                zone_id=None,
+                fix_time=at,
+                received_at=self._clock(),
+                lat=info.get("lat"),
+                lon=info.get("lon"),
+                detail=info,
+            ),
+        )
+
+    async def _plausibility(self, conn: Conn, fixes: list[Fix]) -> dict[str, DeviceCheck]:
+        """Impossible speeds and fix times ahead of receipt: flagged (spoofing
+        suspected), never dropped."""
+        if not fixes:
+            return {}
+        devices = {f.device_id for f in fixes}
+        checks = {d: self._checks.get(d, DeviceCheck()) for d in devices}
+        updated, outcomes = judge_plausibility(checks, fixes)
+        for outcome in outcomes:
+            device = self._devices.get(outcome.device_id)
+            subject = device.subject_at(outcome.fix.t) if device else None
+            info: dict[str, Any] = {
+                "reason": outcome.reason,
+                "fix_t": iso(outcome.fix.t),
+                "seq": outcome.fix.seq,
+                "lat": outcome.fix.lat,
+                "lon": outcome.fix.lon,
+            }
+            flag = outcome.flag
+            if flag is not None:
+                info["problem"] = flag.problem.value
+                if flag.speed_m_s is not None:
+                    info["speed_m_s"] = round(flag.speed_m_s, 1)
+                if flag.ahead_s is not None:
+                    info["ahead_s"] = round(flag.ahead_s, 1)
+            await self._condition(
+                conn,
+                subject,
+                outcome.device_id,
+                AlertKind.SPOOFING,
+                clears=outcome.clears,
+                at=outcome.fix.t,
+                info=info,
+            )
+        return dict(updated)
+
+    def _observe(
+        self,
+        batch: _Batch,
+        new_fixes: set[tuple[str, int | None, datetime]],
+        new_events: set[tuple[str, int | None, datetime]],
+    ) -> None:
+        """What liveness needs: when each device was last heard, located, charged."""
+        for msg in batch.messages:
+            parts = msg.topic.split("/")
+            if len(parts) == 5 and parts[4] == "up" and parts[3] in self._devices:
+                heard = self._heard.setdefault(parts[3], _Heard())
+                heard.upload_at = max(heard.upload_at or msg.received_at, msg.received_at)
+        for f, _ in batch.fixes:
+            if (f.device_id, f.seq, f.t) not in new_fixes:
+                continue
+            heard = self._heard.setdefault(f.device_id, _Heard())
+            if heard.fix_t is None or f.t >= heard.fix_t:
+                heard.fix_t = f.t
+                if f.batt is not None:
+                    heard.battery = f.batt
+            if f.seq is None:  # OwnTracks: the location is the upload
+                heard.upload_at = max(heard.upload_at or f.received_at, f.received_at)
+        for e, _ in batch.events:
+            if (e.device_id, e.seq, e.t) not in new_events:
+                continue
+            heard = self._heard.setdefault(e.device_id, _Heard())
+            if e.kind == "no_fix":
+                heard.no_fix_at = max(heard.no_fix_at or e.t, e.t)
+            elif e.kind in ("charger_on", "charger_off"):
+                heard.charging = e.kind == "charger_on"
+
+    async def liveness(self) -> None:
+        """Silence is never compliance: devices not heard for their interval, without
+        fixes, or with a flat battery raise alerts, each with its clear."""
+        now = self._clock()
+        statuses = []
+        for device in self._devices.values():
+            if device.subject_id is None or device.assigned_at is None:
+                continue
+            heard = self._heard.get(device.device_id, _Heard())
+            # Phones running OwnTracks report on movement: four hours of silence (as
+            # Smart Astana used) before it counts as lost.
+            upload_s = 4 * 3600.0 if device.kind == "owntracks" else device.upload_interval_s
+            statuses.append(
+                DeviceStatus(
+                    device_id=device.device_id,
+                    monitored_since=max(device.assigned_at, self._started_at),
+                    upload_interval_s=upload_s,
+                    fix_interval_s=max(device.fix_interval_s, upload_s / 4)
+                    if device.kind == "owntracks"
+                    else device.fix_interval_s,
+                    last_upload_at=heard.upload_at,
+                    last_fix_t=heard.fix_t,
+                    no_fix_at=heard.no_fix_at,
+                    battery_pct=heard.battery,
+                    charging=heard.charging,
+                )
+            )
+        states, changes = judge_liveness(
+            statuses,
+            self._liveness,
+            now,
+            LivenessPolicy(
+                comms_buffer_s=self._settings.comms_buffer_s,
+                location_loss_s=self._settings.location_loss_s,
+            ),
+        )
+        if changes:
+            async with self._pool.connection() as conn, conn.transaction():
+                for change in changes:
+                    device = self._devices[change.device_id]
+                    at = change.since or now
+                    await self._condition(
+                        conn,
+                        device.subject_at(now),
+                        change.device_id,
+                        change.kind,
+                        clears=change.change is Change.CLEAR,
+                        at=at,
+                        info={"reason": change.reason, "since": iso(change.since)},
+                    )
+        self._liveness = dict(states)
 
     async def _insert_alert(self, conn: Conn, alert: alert_store.NewAlert) -> dict[str, Any]:
         """Open an alert: the configured severity for its kind, and marked suspended when
@@ -873,8 +1130,7 @@ def _fix_from_row(r: dict[str, Any]) -> Fix:
 def _episode_detail(c: AlertChange) -> dict[str, Any]:
     ep = c.episode
     last = ep.last
-    return {
-        "episode": ep.key,
+    detail: dict[str, Any] = {
         "rule": ep.rule.key,
         "count": ep.count,
         "late": c.late,
@@ -890,3 +1146,8 @@ def _episode_detail(c: AlertChange) -> dict[str, Any]:
             "src": last.src,
         },
     }
+    if ep.crossing:
+        detail["crossing"] = True  # the straight path between two fixes crossed the zone
+    if not ep.partial:  # a window that began inside an episode does not know its start
+        detail["episode"] = ep.key
+    return detail

@@ -1,0 +1,165 @@
+"""The rule engine inside the running service: a late backlog arriving in small uploads
+still confirms its violation; spoofed jumps are flagged; a device that goes silent
+raises a comms loss that clears when it talks again."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from geofences.geodesy import offset
+from tests.client import Api
+from tests.conftest import ADMIN_PASSWORD
+from tests.servers import Monitor, Mosquitto, wait_for
+
+pytestmark = pytest.mark.integration
+
+HOME = (76.889709, 43.238949)
+
+
+@pytest.fixture
+def lively(database_url: str, mosquitto: Mosquitto, workdir: Path) -> Iterator[Monitor]:
+    service = Monitor(
+        {
+            "MONITOR_DATABASE_URL": database_url,
+            "MONITOR_MQTT_URL": f"mqtt://127.0.0.1:{mosquitto.port}",
+            "MONITOR_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "MONITOR_INSTANCE": "monitor-rules",
+            "MONITOR_COMMS_BUFFER_S": "1",
+            "MONITOR_LIVENESS_EVERY_TICKS": "1",
+        },
+        workdir / "rules",
+    )
+    service.start()
+    yield service
+    service.stop()
+
+
+class Device:
+    def __init__(self, device_id: str, port: int) -> None:
+        self.device_id = device_id
+        self.seq = 0
+        self.acks: list[int] = []
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=device_id, protocol=mqtt.MQTTv5
+        )
+        self.client.on_message = lambda _c, _u, m: self.acks.append(json.loads(m.payload)["upto"])
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self.client.subscribe(f"em/v1/dev/{device_id}/ack", qos=1)
+
+    def fixes(self, points: list[tuple[int, float, float]], acc: float = 5.0) -> None:
+        """(t_ms, east_m, north_m) from home, one upload."""
+        records = []
+        for t, east, north in points:
+            self.seq += 1
+            lon, lat = offset(HOME[0], HOME[1], east, north)
+            records.append(
+                {"seq": self.seq, "t": t, "lat": lat, "lon": lon, "acc": acc, "src": "gnss"}
+            )
+        self.client.publish(
+            f"em/v1/dev/{self.device_id}/up", json.dumps({"fixes": records}), qos=1
+        ).wait_for_publish(10)
+        wait_for(lambda: self.seq in self.acks, 30, f"ack {self.seq}")
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def _kinds(api: Api, subject: str) -> dict[str, dict[str, object]]:
+    return {a["kind"]: a for a in api.get("/api/v1/alerts", subject_id=subject)["items"]}
+
+
+def _setup(api: Api, external_id: str, device_id: str) -> str:
+    subject = api.subject(external_id)
+    api.put(
+        f"/api/v1/subjects/{subject}/status",
+        {"status": "yellow", "home": list(HOME), "effective_at": "2026-01-01T00:00:00Z"},
+    )
+    api.enrol(device_id, subject, signed=False, assigned_at="2026-01-01T00:00:00Z")
+    return subject
+
+
+def test_a_late_backlog_in_small_uploads_confirms(lively: Monitor, mosquitto: Mosquitto) -> None:
+    api = Api.login(lively.base_url, "admin", ADMIN_PASSWORD)
+    subject = _setup(api, "LATE-1", "BR-LATE")
+    device = Device("BR-LATE", mosquitto.port)
+    now = int(datetime.now(UTC).timestamp() * 1000)
+    hour_ago = now - 3_600_000
+    try:
+        device.fixes([(now - 10_000, 0, 0)])  # live: at home now
+        # An hour-old walk outside the radius, uploaded one fix at a time.
+        for i in range(4):
+            device.fixes([(hour_ago + i * 30_000, 800, 0)])
+        wait_for(lambda: "zone_exit" in _kinds(api, subject), 30, "the late zone_exit")
+        alert = _kinds(api, subject)["zone_exit"]
+        assert alert["fix_time"] == datetime.fromtimestamp(hour_ago / 1000, UTC).isoformat(
+            timespec="milliseconds"
+        ).replace("+00:00", "Z")
+        assert alert["detail"]["late"] is True
+        # Both times are on the record: received long after the fix.
+        received = datetime.fromisoformat(str(alert["received_at"]).replace("Z", "+00:00"))
+        assert (received.timestamp() * 1000) - hour_ago > 3_000_000
+    finally:
+        device.close()
+
+
+def test_spoofed_jumps_are_flagged(lively: Monitor, mosquitto: Mosquitto) -> None:
+    api = Api.login(lively.base_url, "admin", ADMIN_PASSWORD)
+    subject = _setup(api, "SPOOF-1", "BR-SPOOF")
+    device = Device("BR-SPOOF", mosquitto.port)
+    now = int(datetime.now(UTC).timestamp() * 1000) - 60_000
+    try:
+        # 30 km in 10 s, and back: no bracelet wearer moves at 3,000 m/s.
+        device.fixes([(now, 0, 0), (now + 10_000, 30_000, 0), (now + 20_000, 0, 0)])
+        wait_for(lambda: "spoofing" in _kinds(api, subject), 30, "the spoofing alert")
+        spoof = _kinds(api, subject)["spoofing"]
+        assert spoof["severity"] == "serious"
+        assert spoof["detail"]["problem"] == "impossible_speed"
+    finally:
+        device.close()
+
+
+def test_silence_is_a_comms_loss_until_the_device_talks(
+    lively: Monitor, mosquitto: Mosquitto
+) -> None:
+    api = Api.login(lively.base_url, "admin", ADMIN_PASSWORD)
+    subject = _setup(api, "QUIET-1", "BR-QUIET")
+    device = Device("BR-QUIET", mosquitto.port)
+    try:
+        # A 2 s upload interval, set by command and answered by the device itself.
+        command = api.post(
+            "/api/v1/devices/BR-QUIET/commands",
+            {"cmd": "set_interval", "args": {"fix_s": 2, "upload_s": 2}},
+        )
+        device.seq += 1
+        result = {
+            "events": [
+                {
+                    "seq": device.seq,
+                    "t": int(datetime.now(UTC).timestamp() * 1000),
+                    "kind": "cmd_result",
+                    "detail": {"id": command["id"], "ok": True},
+                }
+            ]
+        }
+        device.client.publish("em/v1/dev/BR-QUIET/up", json.dumps(result), qos=1).wait_for_publish(
+            10
+        )
+        wait_for(lambda: "comms_loss" in _kinds(api, subject), 30, "the comms loss")
+        assert _kinds(api, subject)["comms_loss"]["detail"].get("cleared_at") is None
+        device.fixes([(int(datetime.now(UTC).timestamp() * 1000) - 500, 0, 0)])
+        wait_for(
+            lambda: _kinds(api, subject)["comms_loss"]["detail"].get("cleared_at"),
+            30,
+            "the comms loss cleared",
+        )
+    finally:
+        device.close()
