@@ -48,8 +48,10 @@ from monitor.rules.engine import (
     Change,
     Debounce,
     Episode,
+    ProximityState,
     SubjectState,
     evaluate,
+    evaluate_proximity,
     rejudge,
     rejudge_window,
 )
@@ -178,6 +180,11 @@ class Ingest:
         self._heard: dict[str, _Heard] = {}
         self._liveness: dict[str, LivenessState] = {}
         self._started_at = clock()
+        # Proximity (mobile exclusion zones): per subject state, each device's latest
+        # fix, and which subjects must keep away from which device.
+        self._prox: dict[str, ProximityState] = {}
+        self._last_fix: dict[str, Fix] = {}
+        self._watchers: dict[str, list[str]] = {}
         self._ticks = 0
         self.processed_batches = 0
         self.stored_fixes = 0
@@ -487,6 +494,7 @@ class Ingest:
                 live = [f for f in fixes if state.last_t is None or f.t >= state.last_t]
                 states[subject], found = evaluate(book, state, live, self._debounce)
                 changes += found
+            proximity = await self._proximity(conn, fixes_by_subject, batch, new_fixes, changes)
             spoofing = await self._plausibility(
                 conn, [f for fs in fixes_by_subject.values() for f in fs]
             )
@@ -499,6 +507,11 @@ class Ingest:
         self._states.update(states)
         self._episode_alerts.update(episode_alerts)
         self._checks.update(spoofing)
+        self._prox.update(proximity)
+        for f, _ in batch.fixes:
+            latest = self._last_fix.get(f.device_id)
+            if (f.device_id, f.seq, f.t) in new_fixes and (latest is None or f.t >= latest.t):
+                self._last_fix[f.device_id] = f
         self._observe(batch, new_fixes, new_events)
         self.processed_batches += 1
         self.stored_fixes += len(new_fixes)
@@ -852,6 +865,69 @@ class Ingest:
             ),
         )
 
+    async def _latest_fix(
+        self, conn: Conn, *, device_id: str | None = None, subject_id: str | None = None
+    ) -> Fix | None:
+        if device_id is not None and device_id in self._last_fix:
+            return self._last_fix[device_id]
+        column, value = ("device_id", device_id) if device_id else ("subject_id", subject_id)
+        cur = await conn.execute(
+            "SELECT device_id, seq, t, received_at, subject_id, lat, lon, acc, src, spd, batt"
+            f" FROM fixes WHERE {column} = %s ORDER BY t DESC LIMIT 1",
+            (value,),
+        )
+        row = await cur.fetchone()
+        return _fix_from_row(row) if row else None
+
+    async def _proximity(
+        self,
+        conn: Conn,
+        fixes_by_subject: dict[str, list[Fix]],
+        batch: _Batch,
+        new_fixes: set[tuple[str, int | None, datetime]],
+        changes: list[AlertChange],
+    ) -> dict[str, ProximityState]:
+        """Mobile exclusion zones, judged whenever either side reports: the subject's new
+        fix against the protected device's latest, or the protected device's new fix
+        against the subject's latest."""
+        updated: dict[str, ProximityState] = {}
+        # The subjects' own new fixes.
+        pending: dict[str, tuple[Fix | None, dict[str, Fix]]] = {}
+        for subject, fixes in fixes_by_subject.items():
+            book = self._books.get(subject)
+            if book is None or not book.proximity:
+                continue
+            others: dict[str, Fix] = {}
+            for entry in book.proximity:
+                other = await self._latest_fix(conn, device_id=entry.other_device_id)
+                if other is not None:
+                    others[entry.other_device_id] = other
+            pending[subject] = (max(fixes, key=lambda f: f.t), others)
+        # The protected devices' new fixes.
+        for f, _ in batch.fixes:
+            if (f.device_id, f.seq, f.t) not in new_fixes:
+                continue
+            watching = self._watchers.get(f.device_id)
+            if watching is None:
+                watching = await zone_store.watchers(conn, f.device_id)
+                self._watchers[f.device_id] = watching
+            for subject in watching:
+                book = await self._book(conn, subject)
+                if book is None:
+                    continue
+                own, others = pending.get(subject, (None, {}))
+                if own is None:
+                    own = await self._latest_fix(conn, subject_id=subject)
+                if f.device_id not in others or others[f.device_id].t <= f.t:
+                    others = {**others, f.device_id: f}
+                pending[subject] = (own, others)
+        for subject, (own, others) in pending.items():
+            book = self._books[subject]
+            state = updated.get(subject) or self._prox.get(subject, ProximityState())
+            updated[subject], found = evaluate_proximity(book, state, own, others, self._debounce)
+            changes += found
+        return updated
+
     async def _plausibility(self, conn: Conn, fixes: list[Fix]) -> dict[str, DeviceCheck]:
         """Impossible speeds and fix times ahead of receipt: flagged (spoofing
         suspected), never dropped."""
@@ -1076,6 +1152,7 @@ class Ingest:
 
     async def _rules_changed(self, change: RulesChanged) -> None:
         subject_id = change.subject_id
+        self._watchers.clear()  # a proximity rule may have been added
         async with self._pool.connection() as conn:
             book = await zone_store.load_rulebook(conn, subject_id)
             if book is None:

@@ -27,6 +27,7 @@ from monitor.api.routes import (
     health,
     map,
     orders,
+    proximity,
     rejected,
     reports,
     subjects,
@@ -204,6 +205,7 @@ def create_app(settings: Settings) -> FastAPI:
         reports,
         orders,
         suspensions,
+        proximity,
     ):
         app.include_router(module.router)
 

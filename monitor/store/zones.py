@@ -12,10 +12,10 @@ from psycopg.rows import DictRow
 
 from geofences.validate import parse_feature
 from monitor.domain import Status
-from monitor.rules.book import RuleBook, StatusOrder, ZoneEntry
+from monitor.rules.book import ProximityEntry, RuleBook, StatusOrder, ZoneEntry
 from monitor.rules.schedule import parse as parse_schedule
 
-__all__ = ["create", "list_for_subject", "load_rulebook", "zone_json"]
+__all__ = ["create", "list_for_subject", "load_rulebook", "watchers", "zone_json"]
 
 Conn = AsyncConnection[DictRow]
 
@@ -127,4 +127,28 @@ async def load_rulebook(conn: Conn, subject_id: str) -> RuleBook | None:
     )
     cur = await conn.execute(f"SELECT {_COLUMNS} FROM zones WHERE zone_set IS NOT NULL")
     shared = tuple(_entry(r) for r in await cur.fetchall())
-    return RuleBook(subject_id, subject["timezone"], zones, statuses, shared)
+    cur = await conn.execute(
+        "SELECT id, other_device_id, distance_m, valid_from, valid_until FROM proximity_rules"
+        " WHERE subject_id = %s ORDER BY created_at",
+        (subject_id,),
+    )
+    proximity = tuple(
+        ProximityEntry(
+            str(r["id"]),
+            r["other_device_id"],
+            float(r["distance_m"]),
+            r["valid_from"],
+            r["valid_until"],
+        )
+        for r in await cur.fetchall()
+    )
+    return RuleBook(subject_id, subject["timezone"], zones, statuses, shared, proximity=proximity)
+
+
+async def watchers(conn: Conn, device_id: str) -> list[str]:
+    """Subjects that must keep away from this device (it is someone's protected phone)."""
+    cur = await conn.execute(
+        "SELECT DISTINCT subject_id FROM proximity_rules WHERE other_device_id = %s",
+        (device_id,),
+    )
+    return [str(r["subject_id"]) for r in await cur.fetchall()]

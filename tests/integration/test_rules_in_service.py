@@ -163,3 +163,39 @@ def test_silence_is_a_comms_loss_until_the_device_talks(
         )
     finally:
         device.close()
+
+
+def test_approaching_a_victims_phone_raises_proximity(
+    lively: Monitor, mosquitto: Mosquitto
+) -> None:
+    api = Api.login(lively.base_url, "admin", ADMIN_PASSWORD)
+    subject = _setup(api, "PROX-1", "BR-PROX")
+    protected = api.subject("VICTIM-1", name="Protected person")
+    api.enrol("PH-VICTIM", protected, signed=False, assigned_at="2026-01-01T00:00:00Z")
+    api.post(
+        f"/api/v1/subjects/{subject}/proximity-rules",
+        {"device_id": "PH-VICTIM", "distance_m": 300, "valid_from": "2026-01-01T00:00:00Z"},
+    )
+    bad = api.http.post(
+        f"/api/v1/subjects/{subject}/proximity-rules",
+        json={"device_id": "NOBODY-1", "distance_m": 300},
+    )
+    assert bad.status_code == 422
+    aggressor = Device("BR-PROX", mosquitto.port)
+    victim = Device("PH-VICTIM", mosquitto.port)
+    now = int(datetime.now(UTC).timestamp() * 1000) - 120_000
+    try:
+        aggressor.fixes([(now, 0, 0)])  # at home
+        victim.fixes([(now + 1000, 2000, 0)])  # 2 km away: compliant
+        assert "proximity" not in _kinds(api, subject)
+        # The victim's phone stays put; the subject walks up to it: each of his fixes is
+        # judged against her latest.
+        for i in range(4):
+            aggressor.fixes([(now + 10_000 + i * 10_000, 1900, 0)])
+        wait_for(lambda: "proximity" in _kinds(api, subject), 30, "the proximity alert")
+        alert = _kinds(api, subject)["proximity"]
+        assert alert["severity"] == "critical"
+        assert alert["device_id"] == "BR-PROX"
+    finally:
+        aggressor.close()
+        victim.close()
