@@ -42,7 +42,7 @@ from monitor.ingest.codec import UploadFault, decode_upload, verify_signature
 from monitor.ingest.owntracks import decode_owntracks
 from monitor.ingest.subscriber import Message
 from monitor.ingest.wire import TopicError, ack_topic, cmd_topic, parse_topic
-from monitor.rules.book import RuleBook
+from monitor.rules.book import RuleBook, SharedZones
 from monitor.rules.engine import (
     AlertChange,
     Change,
@@ -132,6 +132,7 @@ class RulesChanged:
     subject_id: str
     since: datetime
     keys: frozenset[str] | None = None  # rule keys new from `since`; None: reload only
+    shared: bool = False  # a shared zone set changed (subject_id is then the set's name)
 
 
 @dataclass
@@ -185,6 +186,7 @@ class Ingest:
         self._prox: dict[str, ProximityState] = {}
         self._last_fix: dict[str, Fix] = {}
         self._watchers: dict[str, list[str]] = {}
+        self._shared: SharedZones | None = None
         self._ticks = 0
         self.processed_batches = 0
         self.stored_fixes = 0
@@ -530,7 +532,10 @@ class Ingest:
     async def _book(self, conn: Conn, subject_id: str) -> RuleBook | None:
         book = self._books.get(subject_id)
         if book is None:
-            book = await zone_store.load_rulebook(conn, subject_id)
+            if self._shared is None:
+                self._shared = await zone_store.load_shared(conn)
+            # Every book holds the same shared set, so its index is built once.
+            book = await zone_store.load_rulebook(conn, subject_id, self._shared)
             if book is not None:
                 self._books[subject_id] = book
         return book
@@ -1154,7 +1159,14 @@ class Ingest:
         subject_id = change.subject_id
         self._watchers.clear()  # a proximity rule may have been added
         async with self._pool.connection() as conn:
-            book = await zone_store.load_rulebook(conn, subject_id)
+            if change.shared:
+                # A shared zone set changed: every book is rebuilt on its next fix.
+                self._shared = None
+                self._books.clear()
+                return
+            if self._shared is None:
+                self._shared = await zone_store.load_shared(conn)
+            book = await zone_store.load_rulebook(conn, subject_id, self._shared)
             if book is None:
                 return
             self._books[subject_id] = book

@@ -34,6 +34,7 @@ from monitor.api.routes import (
     suspensions,
     users,
     venue,
+    zone_sets,
 )
 from monitor.config import Settings
 from monitor.ingest.subscriber import Subscriber
@@ -130,6 +131,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                 {
                     alert_store.CHANNEL: lambda _p: hub.notify(),
                     "rules": on_rules,
+                    "zone_sets": lambda p: ingest.rules_changed(
+                        RulesChanged(p or "", datetime.now(UTC), shared=True)
+                    ),
                     "devices": on_device,
                 },
             ),
@@ -206,6 +210,7 @@ def create_app(settings: Settings) -> FastAPI:
         orders,
         suspensions,
         proximity,
+        zone_sets,
     ):
         app.include_router(module.router)
 

@@ -12,10 +12,18 @@ from psycopg.rows import DictRow
 
 from geofences.validate import parse_feature
 from monitor.domain import Status
-from monitor.rules.book import ProximityEntry, RuleBook, StatusOrder, ZoneEntry
+from monitor.rules.book import ProximityEntry, RuleBook, SharedZones, StatusOrder, ZoneEntry
 from monitor.rules.schedule import parse as parse_schedule
 
-__all__ = ["create", "list_for_subject", "load_rulebook", "watchers", "zone_json"]
+__all__ = [
+    "create",
+    "list_for_subject",
+    "list_set",
+    "load_rulebook",
+    "load_shared",
+    "watchers",
+    "zone_json",
+]
 
 Conn = AsyncConnection[DictRow]
 
@@ -100,7 +108,22 @@ def _entry(row: dict[str, Any]) -> ZoneEntry:
     )
 
 
-async def load_rulebook(conn: Conn, subject_id: str) -> RuleBook | None:
+async def load_shared(conn: Conn) -> SharedZones:
+    """Every shared zone (all sets), once, for every rule book to hold."""
+    cur = await conn.execute(f"SELECT {_COLUMNS} FROM zones WHERE zone_set IS NOT NULL")
+    return SharedZones([_entry(r) for r in await cur.fetchall()])
+
+
+async def list_set(conn: Conn, zone_set: str) -> list[dict[str, Any]]:
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM zones WHERE zone_set = %s ORDER BY created_at", (zone_set,)
+    )
+    return await cur.fetchall()
+
+
+async def load_rulebook(
+    conn: Conn, subject_id: str, shared: SharedZones | None = None
+) -> RuleBook | None:
     cur = await conn.execute("SELECT timezone FROM subjects WHERE id = %s", (subject_id,))
     subject = await cur.fetchone()
     if subject is None:
@@ -125,8 +148,8 @@ async def load_rulebook(conn: Conn, subject_id: str) -> RuleBook | None:
         )
         for r in await cur.fetchall()
     )
-    cur = await conn.execute(f"SELECT {_COLUMNS} FROM zones WHERE zone_set IS NOT NULL")
-    shared = tuple(_entry(r) for r in await cur.fetchall())
+    if shared is None:
+        shared = await load_shared(conn)
     cur = await conn.execute(
         "SELECT id, other_device_id, distance_m, valid_from, valid_until FROM proximity_rules"
         " WHERE subject_id = %s ORDER BY created_at",

@@ -199,3 +199,57 @@ def test_approaching_a_victims_phone_raises_proximity(
     finally:
         aggressor.close()
         victim.close()
+
+
+AIRPORT = {  # a box around Almaty airport, [lon, lat]
+    "type": "Feature",
+    "geometry": {
+        "type": "Polygon",
+        "coordinates": [
+            [[77.02, 43.34], [77.06, 43.34], [77.06, 43.36], [77.02, 43.36], [77.02, 43.34]]
+        ],
+    },
+    "properties": {"kind": "exclusion", "name": "ALA airport", "tags": ["negative_test_required"]},
+}
+
+
+def test_blue_keeps_out_of_shared_zones_that_need_a_negative_test(
+    lively: Monitor, mosquitto: Mosquitto
+) -> None:
+    api = Api.login(lively.base_url, "admin", ADMIN_PASSWORD)
+    bad = {
+        "type": "FeatureCollection",
+        "features": [
+            AIRPORT,
+            {
+                "type": "Feature",
+                "geometry": {"type": "Point", "coordinates": [400, 43]},
+                "properties": {"kind": "exclusion"},
+            },
+        ],
+    }
+    refused = api.http.post("/api/v1/zone-sets/airports/import", content=json.dumps(bad).encode())
+    assert refused.status_code == 422
+    assert refused.json()["detail"][0]["feature"] == 1
+    stored = api.http.post(
+        "/api/v1/zone-sets/airports/import",
+        content=json.dumps({"type": "FeatureCollection", "features": [AIRPORT]}).encode(),
+    )
+    assert stored.status_code == 201, stored.text
+    assert len(api.get("/api/v1/zone-sets/airports/zones")["features"]) == 1
+
+    subject = api.subject("BLUE-1")
+    api.put(
+        f"/api/v1/subjects/{subject}/status",
+        {"status": "blue", "effective_at": "2026-01-01T00:00:00Z"},
+    )
+    api.enrol("BR-BLUE", subject, signed=False, assigned_at="2026-01-01T00:00:00Z")
+    device = Device("BR-BLUE", mosquitto.port)
+    # After the zone set was recorded: each fix is judged by the rules of its own time.
+    t = int(datetime.now(UTC).timestamp() * 1000)
+    try:
+        # (east, north) of HOME that lands inside the airport box, three fixes.
+        device.fixes([(t + i * 1000, 12_700, 12_000) for i in range(3)])
+        wait_for(lambda: "zone_enter" in _kinds(api, subject), 30, "the airport zone_enter")
+    finally:
+        device.close()
