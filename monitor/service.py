@@ -61,6 +61,7 @@ from monitor.rules.liveness import Policy as LivenessPolicy
 from monitor.rules.liveness import judge_all as judge_liveness
 from monitor.rules.plausibility import DeviceCheck
 from monitor.rules.plausibility import judge as judge_plausibility
+from monitor.rules.transitions import transitions
 from monitor.rules.watermark import Gap, Watermark
 from monitor.store import alerts as alert_store
 from monitor.store import commands as command_store
@@ -187,6 +188,7 @@ class Ingest:
         self._last_fix: dict[str, Fix] = {}
         self._watchers: dict[str, list[str]] = {}
         self._shared: SharedZones | None = None
+        self._inside: dict[str, dict[str, bool]] = {}  # zones each subject is surely in
         self._ticks = 0
         self.processed_batches = 0
         self.stored_fixes = 0
@@ -477,6 +479,7 @@ class Ingest:
                     judged.add(key)  # the same record twice in one batch is judged once
                     fixes_by_subject[subject].append(f)
             states: dict[str, SubjectState] = {}
+            inside: dict[str, dict[str, bool]] = {}
             changes: list[AlertChange] = []
             for subject, fixes in fixes_by_subject.items():
                 book = await self._book(conn, subject)
@@ -496,6 +499,8 @@ class Ingest:
                 live = [f for f in fixes if state.last_t is None or f.t >= state.last_t]
                 states[subject], found = evaluate(book, state, live, self._debounce)
                 changes += found
+                inside[subject], moved = transitions(book, self._inside.get(subject, {}), live)
+                await positions.insert_transitions(conn, subject, moved)
             proximity = await self._proximity(conn, fixes_by_subject, batch, new_fixes, changes)
             spoofing = await self._plausibility(
                 conn, [f for fs in fixes_by_subject.values() for f in fs]
@@ -510,6 +515,7 @@ class Ingest:
         self._episode_alerts.update(episode_alerts)
         self._checks.update(spoofing)
         self._prox.update(proximity)
+        self._inside.update(inside)
         for f, _ in batch.fixes:
             latest = self._last_fix.get(f.device_id)
             if (f.device_id, f.seq, f.t) in new_fixes and (latest is None or f.t >= latest.t):

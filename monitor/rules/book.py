@@ -19,7 +19,7 @@ device's latest fix by `engine.evaluate_proximity`, not by `engine.evaluate`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Final
 
@@ -195,8 +195,16 @@ def order_rule(order: StatusOrder) -> Rule | None:
     )
 
 
+# A curfew binds this long after its window opens unless the schedule says otherwise
+# (`grace_min`): arriving home a few minutes late is not a breach worth an alert.
+CURFEW_GRACE_S = 300.0
+
+
 def _zone_rule(zone: ZoneEntry) -> Rule:
     inside = zone.kind in ("home", "inclusion")
+    schedule = zone.schedule
+    if inside and schedule is not None and schedule.grace_s is None:
+        schedule = replace(schedule, grace_s=CURFEW_GRACE_S)
     if inside:
         kind = AlertKind.CURFEW if zone.schedule is not None else AlertKind.ZONE_EXIT
     else:
@@ -208,7 +216,7 @@ def _zone_rule(zone: ZoneEntry) -> Rule:
         must_be_inside=inside,
         kind=kind,
         severity=Severity.CRITICAL,
-        schedule=zone.schedule,
+        schedule=schedule,
         home=zone.kind == "home",
     )
 

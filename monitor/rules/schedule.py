@@ -9,7 +9,16 @@ JSON form (a zone's `properties.schedule`):
 
     {"timezone": "Europe/Berlin",              # optional; default the subject's
      "weekly": [{"days": ["mon", "tue"], "from": "21:00", "to": "07:00"}],
-     "except": [{"from": "2026-12-01T09:00:00Z", "to": "2026-12-01T13:00:00Z"}]}
+     "except": [{"from": "2026-12-01T09:00:00Z", "to": "2026-12-01T13:00:00Z"}],
+     "grace_min": 5,                           # optional: the window binds from start+5
+     "check": "during"}                        # or "start" / "end", below
+
+`grace_min`: a rule binds only once its window has been open this long (a subject
+walking home at 21:02 is not in breach of a 21:00 curfew); unset, a curfew (a home or
+inclusion zone) gets `CURFEW_GRACE_S` from `book.py`, others none. `check`: `during`
+(the default) binds for the whole window; `start` only for `check_min` (default 15)
+minutes after the window opens (plus grace): "must be in at the start"; `end` only for
+the `check_min` minutes before it closes: "must be in at the end".
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["DAYS", "Schedule", "ScheduleError", "Window", "epoch_us", "parse"]
+__all__ = ["CHECKS", "DAYS", "Schedule", "ScheduleError", "Window", "epoch_us", "parse"]
 
 _US_PER_DAY: Final = 86_400_000_000
 # Offsets are looked up once per quarter hour of UTC, checked at both ends of it.
@@ -66,14 +75,34 @@ class Window:
         return (day - 1) % 7 in self.days and clock < self.end
 
 
+CHECKS = ("during", "start", "end")
+
+
 @dataclass(frozen=True, slots=True)
 class Schedule:
     timezone: str | None
     weekly: tuple[Window, ...]
     exceptions: tuple[tuple[datetime, datetime], ...]
+    grace_s: float | None = None  # None: not given (a curfew then gets the default)
+    check: str = "during"
+    check_s: float = 900.0
 
     def active(self, t: datetime, default_timezone: str) -> bool:
-        """Whether the schedule is in force at the instant `t` (aware)."""
+        """Whether the schedule binds at the instant `t` (aware): its window is open,
+        past the grace, and within the part the check looks at."""
+        if not self._open(t, default_timezone):
+            return False
+        grace = timedelta(seconds=self.grace_s or 0.0)
+        check = timedelta(seconds=self.check_s)
+        if grace and not self._open(t - grace, default_timezone):
+            return False
+        if self.check == "start":
+            return not self._open(t - grace - check, default_timezone)
+        if self.check == "end":
+            return not self._open(t + check, default_timezone)
+        return True
+
+    def _open(self, t: datetime, default_timezone: str) -> bool:
         if any(start <= t < end for start, end in self.exceptions):
             return False
         if not self.weekly:
@@ -83,7 +112,21 @@ class Schedule:
 
     def active_many(self, t_us: NDArray[np.int64], default_timezone: str) -> NDArray[np.bool_]:
         """``active`` for many instants at once, given as microseconds since the epoch
-        (``epoch_us``); the same answers, elementwise.
+        (``epoch_us``); the same answers, elementwise."""
+        t = np.asarray(t_us, dtype=np.int64)
+        out = self._open_many(t, default_timezone)
+        grace = round((self.grace_s or 0.0) * 1_000_000)
+        check = round(self.check_s * 1_000_000)
+        if grace:
+            out &= self._open_many(t - grace, default_timezone)
+        if self.check == "start":
+            out &= ~self._open_many(t - grace - check, default_timezone)
+        elif self.check == "end":
+            out &= ~self._open_many(t + check, default_timezone)
+        return out
+
+    def _open_many(self, t_us: NDArray[np.int64], default_timezone: str) -> NDArray[np.bool_]:
+        """Whether the window is open (exceptions aside) at each instant.
 
         The UTC offset is looked up once per quarter hour of UTC that the instants fall in
         and checked at both ends of it; a quarter hour holding a change of offset (which
@@ -162,7 +205,7 @@ def _instant(value: object, where: str) -> datetime:
 def parse(raw: Mapping[str, Any]) -> Schedule:
     if not isinstance(raw, Mapping):
         raise ScheduleError("schedule: expected an object")
-    unknown = set(raw) - {"timezone", "weekly", "except"}
+    unknown = set(raw) - {"timezone", "weekly", "except", "grace_min", "check", "check_min"}
     if unknown:
         raise ScheduleError(f"schedule: unknown field(s) {sorted(unknown)}")
     tz = raw.get("timezone")
@@ -195,4 +238,26 @@ def parse(raw: Mapping[str, Any]) -> Schedule:
         if end_t - start_t > timedelta(days=366):
             raise ScheduleError(f"{where}: an exception longer than a year is not an exception")
         exceptions.append((start_t, end_t))
-    return Schedule(str(tz) if tz is not None else None, tuple(windows), tuple(exceptions))
+    grace = raw.get("grace_min")
+    if grace is not None and (
+        isinstance(grace, bool) or not isinstance(grace, int | float) or not 0 <= grace <= 240
+    ):
+        raise ScheduleError("schedule.grace_min: expected minutes between 0 and 240")
+    check = raw.get("check", "during")
+    if check not in CHECKS:
+        raise ScheduleError(f"schedule.check: expected one of {', '.join(CHECKS)}")
+    check_min = raw.get("check_min", 15)
+    if (
+        isinstance(check_min, bool)
+        or not isinstance(check_min, int | float)
+        or not (0 < check_min <= 720)
+    ):
+        raise ScheduleError("schedule.check_min: expected minutes between 1 and 720")
+    return Schedule(
+        str(tz) if tz is not None else None,
+        tuple(windows),
+        tuple(exceptions),
+        grace_s=float(grace) * 60 if grace is not None else None,
+        check=str(check),
+        check_s=float(check_min) * 60,
+    )

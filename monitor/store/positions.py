@@ -17,11 +17,13 @@ __all__ = [
     "insert_events",
     "insert_fixes",
     "insert_rejections",
+    "insert_transitions",
     "load_acks",
     "recent_fixes",
     "rejected_page",
     "save_acks",
     "subject_fixes",
+    "subject_transitions",
 ]
 
 Conn = AsyncConnection[DictRow]
@@ -200,5 +202,42 @@ async def rejected_page(
         "SELECT id, received_at, topic, device_id, seq, reason, raw, record"
         f" FROM rejected_messages {clause} ORDER BY id DESC LIMIT %(limit)s",
         params,
+    )
+    return await cur.fetchall()
+
+
+async def insert_transitions(conn: Conn, subject_id: str, found: Sequence[Any]) -> None:
+    """Enter and exit events (monitor.rules.transitions.Transition)."""
+    if not found:
+        return
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO zone_transitions (subject_id, rule_key, zone_id, t, entered, device_id,"
+            " seq, lat, lon) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            [
+                (
+                    subject_id,
+                    tr.rule_key,
+                    tr.zone_id,
+                    tr.fix.t,
+                    tr.entered,
+                    tr.fix.device_id,
+                    tr.fix.seq,
+                    tr.fix.lat,
+                    tr.fix.lon,
+                )
+                for tr in found
+            ],
+        )
+
+
+async def subject_transitions(
+    conn: Conn, subject_id: str, since: datetime | None, until: datetime | None, limit: int
+) -> list[dict[str, Any]]:
+    cur = await conn.execute(
+        "SELECT rule_key, zone_id, t, entered, device_id, seq, lat, lon FROM zone_transitions"
+        " WHERE subject_id = %s AND (%s::timestamptz IS NULL OR t >= %s)"
+        " AND (%s::timestamptz IS NULL OR t < %s) ORDER BY t LIMIT %s",
+        (subject_id, since, since, until, until, limit),
     )
     return await cur.fetchall()

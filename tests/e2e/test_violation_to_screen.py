@@ -84,6 +84,9 @@ def test_leaving_the_500m_radius_reaches_the_operator(
             "SELECT 1 FROM timescaledb_information.hypertables WHERE hypertable_name = 'fixes'"
         ).fetchone()
         assert hyper is not None
+    # The exit is on the record as a transition too, at the first fix outside.
+    moves = api.get(f"/api/v1/subjects/{subject_id}/transitions")["items"]
+    assert [(m["event"], m["seq"]) for m in moves] == [("exit", 3)]
     fixes = api.get(f"/api/v1/subjects/{subject_id}/fixes")
     assert [f["properties"]["seq"] for f in fixes["features"]] == list(range(1, 8))
 

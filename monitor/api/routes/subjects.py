@@ -363,3 +363,38 @@ async def list_fixes(
         "features": [fix_feature(r) for r in page],
         "next": next_cursor,
     }
+
+
+@router.get("/{subject_id}/transitions")
+async def list_transitions(
+    subject_id: str,
+    user: CurrentUser,
+    runtime: RuntimeDep,
+    reason: AccessReason,
+    since: str | None = None,
+    until: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> dict[str, Any]:
+    """When the subject surely entered or left each of its zones, oldest first."""
+    await visible_subject(runtime, user, subject_id)
+    t_since, t_until = _parse_time(since, "since"), _parse_time(until, "until")
+    async with runtime.pool.connection() as conn:
+        await subject_store.log_consultation(
+            conn, user.username, reason, subject_id, "transitions", t_since, t_until
+        )
+        rows = await positions.subject_transitions(conn, subject_id, t_since, t_until, limit)
+    return {
+        "items": [
+            {
+                "t": iso(r["t"]),
+                "event": "enter" if r["entered"] else "exit",
+                "rule": r["rule_key"],
+                "zone_id": str(r["zone_id"]) if r["zone_id"] else None,
+                "device_id": r["device_id"],
+                "seq": r["seq"],
+                "lat": r["lat"],
+                "lon": r["lon"],
+            }
+            for r in rows
+        ]
+    }

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from geofences.model import Circle
 from monitor.domain import AlertKind, Severity, Status
-from monitor.rules.book import PRESET_RADIUS_M, RuleBook, StatusOrder, ZoneEntry
+from monitor.rules.book import (
+    CURFEW_GRACE_S,
+    PRESET_RADIUS_M,
+    RuleBook,
+    StatusOrder,
+    ZoneEntry,
+)
 from monitor.rules.schedule import parse
 
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
@@ -214,5 +221,8 @@ def test_zone_rules_by_kind(
     zone = ZoneEntry("z1", kind, MALL, valid_from=day(0), schedule=schedule)
     (rule,) = book(zones=(zone,)).rules_at(day(1))
     assert (rule.must_be_inside, rule.kind, rule.home) == (inside, alert, home)
-    assert rule.schedule is schedule
+    if schedule is not None and inside:  # a curfew gets the default grace
+        assert rule.schedule == replace(schedule, grace_s=CURFEW_GRACE_S)
+    else:
+        assert rule.schedule is schedule
     assert rule.severity is Severity.CRITICAL

@@ -429,7 +429,8 @@ def test_lifting_the_status_clears_the_open_alert() -> None:
 
 
 def test_a_curfew_applies_only_within_its_schedule() -> None:
-    schedule = parse({"weekly": [{"from": "21:00", "to": "07:00"}]})  # subject's zone: +05
+    # subject's zone: +05; no grace, to judge from the first minute
+    schedule = parse({"weekly": [{"from": "21:00", "to": "07:00"}], "grace_min": 0})
     home = Circle(ASTANA[0], ASTANA[1], 50)
     zone = ZoneEntry("curfew-home", "home", home, T0 - timedelta(days=1), schedule=schedule)
     book = RuleBook(SUBJECT, "Asia/Almaty", zones=(zone,))
@@ -545,3 +546,32 @@ def test_zones_of_every_shape_are_judged_in_one_batch() -> None:
         (Change.CLEAR, "zone:square", 4),
         (Change.OPEN, "zone:route", 6),
     ]
+
+
+def test_a_curfew_has_a_grace_period_and_can_check_only_the_start() -> None:
+    evening = datetime(2026, 11, 22, 16, 0, tzinfo=UTC)  # 21:00 in Almaty
+    home = Circle(ASTANA[0], ASTANA[1], 50)
+    late_walk = [
+        at(ASTANA, FAR, evening + timedelta(minutes=m), i + 1) for i, m in enumerate((1, 2, 3, 4))
+    ]  # 21:01-21:04, outside
+    curfew = parse({"weekly": [{"from": "21:00", "to": "07:00"}]})  # default grace: 5 min
+    zone = ZoneEntry("curfew-home", "home", home, T0 - timedelta(days=1), schedule=curfew)
+    book = RuleBook(SUBJECT, "Asia/Almaty", zones=(zone,))
+    _, changes = evaluate(book, SubjectState(), late_walk, DEBOUNCE)
+    assert changes == []  # within the 5-minute grace
+    later = [
+        at(ASTANA, FAR, evening + timedelta(minutes=m), i + 10) for i, m in enumerate((6, 7, 8))
+    ]
+    _, changes = evaluate(book, SubjectState(), later, DEBOUNCE)
+    assert [c.change for c in changes] == [Change.OPEN]
+
+    # "Must be in at the start": only the quarter hour after 21:05 binds.
+    at_start = parse({"weekly": [{"from": "21:00", "to": "07:00"}], "check": "start"})
+    zone = ZoneEntry("curfew-home", "home", home, T0 - timedelta(days=1), schedule=at_start)
+    book = RuleBook(SUBJECT, "Asia/Almaty", zones=(zone,))
+    midnight = [
+        at(ASTANA, FAR, evening + timedelta(hours=3, minutes=m), i + 20)
+        for i, m in enumerate((0, 1, 2, 3))
+    ]
+    _, changes = evaluate(book, SubjectState(), midnight, DEBOUNCE)
+    assert changes == []  # out at midnight is no breach of a start check

@@ -1,0 +1,57 @@
+"""Enter and exit events: the zones a subject's previous fix was surely in, compared with
+the current fix's. Apart from the state rules (which decide violations), a transition is
+a fact for the record and the officer's review ("left home 08:12, entered the market
+08:31"), whatever the schedules say.
+
+A fix counts as surely inside a zone when its whole accuracy circle is inside, surely
+outside when wholly outside; a fix that straddles the boundary changes nothing. The
+first sure position of a zone is recorded without a transition (nothing is known from
+before it). Pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from geofences.model import margin_m
+from monitor.domain import Fix
+from monitor.rules.book import Rule, RuleBook
+
+__all__ = ["Transition", "transitions"]
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    fix: Fix
+    rule_key: str
+    zone_id: str | None
+    entered: bool
+
+
+def _zone_rules(book: RuleBook, fix: Fix) -> list[Rule]:
+    return [r for r in book.own_rules_at(fix.t) if r.zone_id is not None]
+
+
+def transitions(
+    book: RuleBook, inside: Mapping[str, bool], fixes: Sequence[Fix]
+) -> tuple[dict[str, bool], list[Transition]]:
+    """The new sure-inside state per rule key, and the transitions in fix-time order."""
+    state = dict(inside)
+    found: list[Transition] = []
+    for fix in sorted(fixes, key=lambda f: (f.t, f.seq or 0)):
+        for rule in _zone_rules(book, fix):
+            if rule.home and fix.src == "beacon":
+                now_inside: bool | None = True
+            else:
+                margin = float(np.asarray(margin_m(rule.shape, fix.lon, fix.lat)))
+                now_inside = True if margin <= -fix.acc else False if margin > fix.acc else None
+            if now_inside is None:
+                continue
+            before = state.get(rule.key)
+            state[rule.key] = now_inside
+            if before is not None and before != now_inside:
+                found.append(Transition(fix, rule.key, rule.zone_id, now_inside))
+    return state, found
