@@ -119,6 +119,24 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             pending.add(task)
             task.add_done_callback(pending.discard)
 
+    # Each subject's officer, for the live feed's caseload filter (see Runtime).
+    officers: dict[str, str | None] = {}
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT id, officer FROM subjects")
+        officers.update({str(r["id"]): r["officer"] for r in await cur.fetchall()})
+
+    async def reload_officer(subject_id: str) -> None:
+        async with pool.connection() as conn:
+            cur = await conn.execute("SELECT officer FROM subjects WHERE id = %s", (subject_id,))
+            row = await cur.fetchone()
+        officers[subject_id] = row["officer"] if row else None
+
+    def on_subject(payload: str | None) -> None:
+        if payload:
+            task = loop.create_task(reload_officer(payload))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
     tasks = [
         # Only an ingesting process consumes device messages; the others (settings
         # `ingest` false) serve the API and websockets behind the same address, fed by
@@ -135,6 +153,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                         RulesChanged(p or "", datetime.now(UTC), shared=True)
                     ),
                     "devices": on_device,
+                    "subjects": on_subject,
                 },
             ),
             name="listen",
@@ -143,7 +162,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         asyncio.create_task(_retention(settings), name="retention"),
     ]
     subscriber.start()
-    app.state.runtime = Runtime(settings, pool, ingest, hub, subscriber.subscribed)
+    app.state.runtime = Runtime(
+        settings, pool, ingest, hub, subscriber.subscribed, officers=officers
+    )
     try:
         yield
     finally:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -39,6 +39,10 @@ class Runtime:
     ingest: Ingest
     hub: Hub
     subscribed: Any  # threading.Event: set while subscribed to the broker
+    # Each subject's supervising officer, kept current (in this process at once, in the
+    # others by NOTIFY), so a transfer takes a subject out of the old officer's live feed
+    # at once.
+    officers: dict[str, str | None] = field(default_factory=dict)
 
 
 def _runtime(request: Request) -> Runtime:

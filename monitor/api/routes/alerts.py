@@ -184,10 +184,11 @@ async def _may_see(runtime: Runtime, user: User) -> Any:
     # Alerts raised during a planned suspension are recorded, not pushed live.
     if user.sees_everyone:
         return lambda e: not _suspended(e.alert)
-    async with runtime.pool.connection() as conn:
-        caseload = set(await subject_store.ids_for_officer(conn, user.username))
+    officers = runtime.officers
     return lambda e: (
-        e.subject_id is not None and e.subject_id in caseload and not _suspended(e.alert)
+        e.subject_id is not None
+        and officers.get(e.subject_id) == user.username
+        and not _suspended(e.alert)
     )
 
 

@@ -86,8 +86,10 @@ async def create_subject(
                 subject_id=str(row["id"]),
                 after=subject_json(row),
             )
+            await conn.execute("SELECT pg_notify('subjects', %s)", (str(row["id"]),))
     if row is None:
         raise HTTPException(status.HTTP_409_CONFLICT, f"external_id {body.external_id!r} exists")
+    runtime.officers[str(row["id"])] = row["officer"]
     return subject_json(row)
 
 
@@ -118,8 +120,11 @@ async def update_subject(
                 before=subject_json(before),
                 after=subject_json(row),
             )
+            await conn.execute("SELECT pg_notify('subjects', %s)", (subject_id,))
     if row is None:
         raise HTTPException(404, f"no subject {subject_id}")
+    # A transfer takes the subject out of the old officer's live feed at once.
+    runtime.officers[subject_id] = row["officer"]
     if "timezone" in changes:
         runtime.ingest.rules_changed(RulesChanged(subject_id, datetime.now(UTC)))
     return subject_json(row)
