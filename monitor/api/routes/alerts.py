@@ -285,11 +285,19 @@ async def _relay(
                     reason=f"too slow to keep up; reconnect with after={last}",
                 )
                 return
-            event: AlertEvent = getter.result()
-            if event.event_id <= last:
-                continue  # already sent in the snapshot or the catch-up
-            last = event.event_id
-            await websocket.send_text(event.text)
+            # Send what is queued already without a wait per event: in a burst (many
+            # alerts at once, many clients) that is most of the work.
+            batch: list[AlertEvent] = [getter.result()]
+            while True:
+                try:
+                    batch.append(sub.queue.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            for event in batch:
+                if event.event_id <= last:
+                    continue  # already sent in the snapshot or the catch-up
+                last = event.event_id
+                await websocket.send_text(event.text)
     finally:
         for task in (receiver, overflow, expiry):
             task.cancel()
