@@ -340,7 +340,7 @@ def main() -> None:
             print(
                 f"service    {made:>8} fixes acknowledged in {done - start:6.1f} s"
                 f" = {made / (done - start):8,.0f} fixes/s (offered {args.rate}/s,"
-                f" every fix a violation)"
+                f" {args.violating:.0%} of devices violating)"
             )
             print(f"database   {(rows1 - rows0) / (done - start):8,.0f} fix rows/s")
             print(
