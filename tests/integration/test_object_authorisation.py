@@ -42,6 +42,10 @@ BODIES: dict[tuple[str, str], Any] = {
         "starts_at": "2026-01-01T00:00:00Z",
     },
     ("patch", "/api/v1/orders/{order_id}"): {"notes": "changed"},
+    ("post", "/api/v1/subjects/{subject_id}/proximity-rules"): {
+        "device_id": "BR-BOLA",
+        "distance_m": 100,
+    },
     ("post", "/api/v1/subjects/{subject_id}/legal-holds"): {"reason": "not my case"},
     ("post", "/api/v1/subjects/{subject_id}/suspensions"): {
         "starts_at": "2026-01-01T00:00:00Z",
@@ -49,8 +53,11 @@ BODIES: dict[tuple[str, str], Any] = {
         "reason": "not my case",
     },
 }
-# Endpoints about the caller's own account or session, not about anyone's subject.
+# Endpoints about the caller's own account or session, or shared reference data (zone
+# sets such as every airport), not about anyone's subject.
 OWN = {
+    "/api/v1/zone-sets/{name}/zones",
+    "/api/v1/zone-sets/{name}/import",
     "/api/v1/auth/token",
     "/api/v1/auth/logout",
     "/api/v1/users/me/totp",
