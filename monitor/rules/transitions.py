@@ -39,15 +39,32 @@ def transitions(
     book: RuleBook, inside: Mapping[str, bool], fixes: Sequence[Fix]
 ) -> tuple[dict[str, bool], list[Transition]]:
     """The new sure-inside state per rule key, and the transitions in fix-time order."""
+    ordered = sorted(fixes, key=lambda f: (f.t, f.seq or 0))
+    # Where each fix stands against each zone in force at its time, one array call per
+    # zone rather than one geometry call per fix.
+    in_force = [_zone_rules(book, f) for f in ordered]
+    by_rule: dict[Rule, list[int]] = {}
+    for i, rules in enumerate(in_force):
+        for rule in rules:
+            by_rule.setdefault(rule, []).append(i)
+    where: dict[tuple[int, str], bool | None] = {}
+    for rule, idx in by_rule.items():
+        lon = np.fromiter((ordered[i].lon for i in idx), dtype=np.float64, count=len(idx))
+        lat = np.fromiter((ordered[i].lat for i in idx), dtype=np.float64, count=len(idx))
+        acc = np.fromiter((ordered[i].acc for i in idx), dtype=np.float64, count=len(idx))
+        margin = np.asarray(margin_m(rule.shape, lon, lat), dtype=np.float64)
+        for j, i in enumerate(idx):
+            if (rule.home and ordered[i].src == "beacon") or margin[j] <= -acc[j]:
+                where[(i, rule.key)] = True
+            elif margin[j] > acc[j]:
+                where[(i, rule.key)] = False
+            else:
+                where[(i, rule.key)] = None
     state = dict(inside)
     found: list[Transition] = []
-    for fix in sorted(fixes, key=lambda f: (f.t, f.seq or 0)):
-        for rule in _zone_rules(book, fix):
-            if rule.home and fix.src == "beacon":
-                now_inside: bool | None = True
-            else:
-                margin = float(np.asarray(margin_m(rule.shape, fix.lon, fix.lat)))
-                now_inside = True if margin <= -fix.acc else False if margin > fix.acc else None
+    for i, fix in enumerate(ordered):
+        for rule in in_force[i]:
+            now_inside = where[(i, rule.key)]
             if now_inside is None:
                 continue
             before = state.get(rule.key)
