@@ -99,6 +99,7 @@ class Bracelet:
         upload_interval_s: float | None = None,
         resend_after_s: float = 30.0,
         max_inflight: int = 8,
+        min_upload_gap_s: float = 0.0,
         keepalive_s: int = 60,
         mqtt5: bool = True,
         tls: bool = False,
@@ -120,6 +121,10 @@ class Bracelet:
         self.upload_interval_s = fix_interval_s if upload_interval_s is None else upload_interval_s
         self.resend_after_s = resend_after_s
         self.max_inflight = max_inflight
+        # At least this long between two uploads: paces a device whose journal is full
+        # (a scenario's past records) into a stream instead of one burst.
+        self.min_upload_gap_s = min_upload_gap_s
+        self._last_upload_at: float | None = None
         self._key = signing_key
         self._mqtt5 = mqtt5
         self._keepalive = keepalive_s
@@ -156,6 +161,9 @@ class Bracelet:
         self.acks_received = 0
         self.last_ack: int | None = None  # the latest `upto` received, even a stale one
         self.connects = 0
+        # Called with every upload's exact bytes as it is published (scenarios keep them
+        # to publish the same uploads again).
+        self.on_upload: Callable[[bytes], None] | None = None
 
         protocol = MQTTProtocolVersion.MQTTv5 if mqtt5 else MQTTProtocolVersion.MQTTv311
         self._client = mqtt.Client(
@@ -364,15 +372,56 @@ class Bracelet:
             self.poll(0.05)
         return True
 
-    def publish_raw(self, payload: bytes, timeout_s: float = 10.0) -> bool:
+    def publish_raw(
+        self, payload: bytes, timeout_s: float = 10.0, *, signature: str | None = None
+    ) -> bool:
         """Publish `payload` as an upload exactly as given (signed when the device has
-        a key), outside the journal; True once the broker acknowledged it (PUBACK)."""
-        info = self._client.publish(self._up, payload, qos=1, properties=self._sig(payload))
-        self._inflight[info.mid] = 0
+        a key, or with `signature` as the `sig` property whatever the key: a forgery),
+        outside the journal; True once the broker acknowledged it (PUBACK)."""
+        mid = self.publish_raw_nowait(payload, signature=signature)
         deadline = self._clock() + timeout_s
-        while info.mid in self._inflight and self._clock() < deadline:
+        while mid in self._inflight and self._clock() < deadline:
             self._pump(0.05)
-        return info.mid not in self._inflight
+        return mid not in self._inflight
+
+    def publish_raw_nowait(self, payload: bytes, *, signature: str | None = None) -> int:
+        """`publish_raw` without waiting: returns the message id, which `raw_done` then
+        reports on (for drivers that pump many devices at once)."""
+        if signature is None:
+            props = self._sig(payload)
+        elif not self._mqtt5:
+            raise ValueError("a signature is a user property: MQTT 5 only")
+        else:
+            # A fresh set: assigning UserProperty appends, and the true signature must
+            # not travel beside the forged one.
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.UserProperty = ("sig", signature)
+        info = self._client.publish(self._up, payload, qos=1, properties=props)
+        self._inflight[info.mid] = 0
+        return info.mid
+
+    def raw_done(self, mid: int) -> bool:
+        """The broker acknowledged the raw upload `mid` (or the connection it went out on
+        was lost, which forgets it: publish it again)."""
+        return mid not in self._inflight
+
+    def vanish(self) -> None:
+        """Go silent without a goodbye, as a bracelet whose battery is pulled or that
+        leaves coverage: the broker publishes the will (`{"online": false}`) for it. MQTT
+        5 says so with DISCONNECT reason 0x04; 3.1.1 has no such reason, so the socket is
+        just closed. The journal is closed; the object is done."""
+        self._closing = True
+        if self._client.socket() is not None:
+            if self._mqtt5:
+                reason = ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message")
+                self._client.disconnect(reasoncode=reason)
+            else:
+                sock = self._client.socket()
+                with contextlib.suppress(OSError):
+                    sock.close()  # type: ignore[union-attr]
+        self._connected = self._ready = False
+        self._inflight.clear()
+        self._journal.close()
 
     # -- internals -----------------------------------------------------------------
 
@@ -445,6 +494,11 @@ class Bracelet:
         journal = self._journal
         hold_s = max(0.0, self.upload_interval_s - 1.5 * self.fix_interval_s)
         while len(self._inflight) < self.max_inflight and journal.has_due(now, self.resend_after_s):
+            if (
+                self._last_upload_at is not None
+                and now - self._last_upload_at < self.min_upload_gap_s
+            ):
+                return
             new_due = self._waiting_since is not None and now - self._waiting_since >= hold_s
             batch_ready = journal.unsent >= self.batch_size
             resends_only = journal.unsent == 0  # has_due said so: resends are due
@@ -456,8 +510,11 @@ class Bracelet:
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 log.warning("%s: upload not published: %s", self.device_id, info.rc)
                 return
+            if self.on_upload is not None:
+                self.on_upload(payload)
             self._inflight[info.mid] = len(records)
             journal.mark_sent(records, now)
+            self._last_upload_at = now
             self.records_sent += len(records)
             self.uploads_sent += 1
             if journal.unsent == 0:

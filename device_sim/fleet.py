@@ -14,12 +14,14 @@ import selectors
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
 from device_sim.device import Bracelet, Reading
-from device_sim.roster import HOME_RADIUS_M, Member
+from device_sim.roster import HOME_RADIUS_M, TIMEZONE, Member
 from device_sim.tracks import Track
 
 __all__ = ["Broker", "Fleet", "Progress", "Wearer"]
@@ -49,6 +51,9 @@ class Progress:
     acked: int  # records newly acknowledged
     pending: int  # records waiting for an acknowledgement, earlier runs' included
     rate: float  # records created per second since the previous snapshot
+    uploads: int = 0  # uploads published, resends included
+    acks_received: int = 0  # ack messages received
+    reconnects: int = 0  # connections made after each device's first
 
     def line(self) -> str:
         return (
@@ -122,11 +127,18 @@ class Fleet:
         `state_dir/devices/{device_id}`."""
         wearers: list[Wearer] = []
         fleet = cls([], speedup=speedup, clock=clock, wall_ms=wall_ms)
+        # Commuters start their day at the local time of day (the fix times are the wall
+        # clock's): seconds since midnight in the subjects' time zone.
+        local = datetime.fromtimestamp(wall_ms() / 1000, ZoneInfo(TIMEZONE))
+        time_of_day = local.hour * 3600 + local.minute * 60 + local.second
         for m in members:
             track_seed = [seed, m.index]
             if m.scenario == "breaker":
                 track = Track.breaker(m.home, track_seed, speedup=speedup)
                 interval = breaker_fix_interval_s
+            elif m.scenario == "commuter":
+                track = Track.commuter(m.home, track_seed, speedup, time_of_day)
+                interval = fix_interval_s
             else:
                 track = Track.compliant(m.home, track_seed, speedup=speedup)
                 interval = fix_interval_s
@@ -161,6 +173,9 @@ class Fleet:
         return locate
 
     def _battery(self, wearer: Wearer, scenario_s: float) -> int:
+        if wearer.member.scenario == "commuter":
+            # Drains faster on the move, charges at night.
+            return wearer.track.battery(scenario_s, wearer.battery_start)
         # About 1 % every 15 minutes: the demo never runs a bracelet flat.
         return max(5, wearer.battery_start - int(scenario_s / 900))
 
@@ -268,6 +283,9 @@ class Fleet:
             acked=sum(w.bracelet.acked_upto - w.acked_at_start for w in self.wearers),
             pending=sum(w.bracelet.pending for w in self.wearers),
             rate=(made - made_before) / period_s if period_s > 0 else 0.0,
+            uploads=sum(w.bracelet.uploads_sent for w in self.wearers),
+            acks_received=sum(w.bracelet.acks_received for w in self.wearers),
+            reconnects=sum(max(0, w.bracelet.connects - 1) for w in self.wearers),
         )
 
     def make_fixes(self, now: float, notice: Callable[[str], None] | None = None) -> int:
@@ -297,7 +315,8 @@ class Fleet:
             # ahead rather than bursting to catch up.
             w.last_fix = due if now - due < b.fix_interval_s else now
             b.tick()
-            outside = sample.true_distance_m > HOME_RADIUS_M
+            # Commuters have no radius (a green status): nothing to notice.
+            outside = sample.true_distance_m > HOME_RADIUS_M and w.member.scenario != "commuter"
             if outside != w.outside and notice is not None:
                 verb = "left" if outside else "came back inside"
                 notice(

@@ -1,12 +1,15 @@
 """A device's store-and-forward bookkeeping: record numbers, what waits for an ack,
 what is due to be (re)sent. No network here, and the clock is passed in.
 
-On disk (when given a directory) it is two files:
+On disk (when given a directory) it is three files:
 
 - `journal.jsonl`: one line per record, appended before the record is ever published,
   so a seq that went out on the wire is always found again after a restart;
 - `state.json`: `{"acked_upto": N, "next_seq": M}`, rewritten atomically when the
-  acknowledgement moves and before the journal is compacted.
+  acknowledgement moves and before the journal is compacted;
+- `acked.jsonl`: what compaction dropped from the journal, as runs of consecutive seqs
+  of one class (`["fix", first, last, t_min, t_max]`), so that `device-sim check` can
+  still say which acknowledged seqs were fixes (`read_history`).
 
 Lines are flushed to the operating system, not fsynced: a killed simulator loses
 nothing, a power cut may lose the last records (a bracelet's flash would do better).
@@ -14,22 +17,31 @@ nothing, a power cut may lose the last records (a bracelet's flash would do bett
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
+import math
 import os
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Literal, TypeAlias
 
 __all__ = [
     "EVENT_KINDS",
     "FIX_SOURCES",
+    "History",
     "Journal",
     "Record",
     "RecordKind",
+    "Span",
+    "SpanClass",
+    "classify",
     "encode_upload",
+    "event_problem",
+    "fix_problem",
+    "read_history",
 ]
 
 log = logging.getLogger(__name__)
@@ -56,6 +68,7 @@ EVENT_KINDS = frozenset(
 
 _JOURNAL = "journal.jsonl"
 _STATE = "state.json"
+_ACKED = "acked.jsonl"
 # Acknowledged lines tolerated in the journal file before it is rewritten.
 _COMPACT_AFTER = 1024
 
@@ -88,8 +101,46 @@ def encode_upload(records: list[Record]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _in_range(value: object, lo: float, hi: float) -> bool:
+    """A JSON number (not a boolean) within [lo, hi]; NaN is not."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and lo <= value <= hi
+
+
+def fix_problem(fields: Mapping[str, object]) -> str | None:
+    """Why protocol v1 refuses this fix (its fields, `seq` aside), None when it does not."""
+    t, lat, lon, acc = fields.get("t"), fields.get("lat"), fields.get("lon"), fields.get("acc")
+    src, spd, batt = fields.get("src"), fields.get("spd"), fields.get("batt")
+    if not _is_int(t):
+        return f"t must be integer epoch milliseconds, not {t!r}"
+    if not _in_range(lat, -90, 90):
+        return f"lat must be in [-90, 90], not {lat!r}"
+    if not _in_range(lon, -180, 180):
+        return f"lon must be in [-180, 180], not {lon!r}"
+    if not _in_range(acc, 0, math.inf):
+        return f"acc must be a number >= 0, not {acc!r}"
+    if src not in FIX_SOURCES:
+        return f"src must be one of {sorted(FIX_SOURCES)}, not {src!r}"
+    if spd is not None and not _in_range(spd, 0, math.inf):
+        return f"spd must be a number >= 0, not {spd!r}"
+    if batt is not None and not (_is_int(batt) and _in_range(batt, 0, 100)):
+        return f"batt must be an integer in [0, 100], not {batt!r}"
+    return None
+
+
+def event_problem(fields: Mapping[str, object]) -> str | None:
+    """Why protocol v1 refuses this event, None when it does not."""
+    t, kind, detail = fields.get("t"), fields.get("kind"), fields.get("detail")
+    if not _is_int(t):
+        return f"t must be integer epoch milliseconds, not {t!r}"
+    if kind not in EVENT_KINDS:
+        return f"kind must be one of {sorted(EVENT_KINDS)}, not {kind!r}"
+    if detail is not None and not isinstance(detail, dict):
+        return f"detail must be an object, not {detail!r}"
+    return None
 
 
 class Journal:
@@ -153,38 +204,24 @@ class Journal:
         batt: int | None = None,
     ) -> int:
         """Number and keep a fix; returns its seq. Refuses what protocol v1 refuses."""
-        if not isinstance(t_ms, int) or isinstance(t_ms, bool):
-            raise ValueError(f"t must be integer epoch milliseconds, not {t_ms!r}")
-        if not (_is_number(lat) and -90 <= lat <= 90):
-            raise ValueError(f"lat must be in [-90, 90], not {lat!r}")
-        if not (_is_number(lon) and -180 <= lon <= 180):
-            raise ValueError(f"lon must be in [-180, 180], not {lon!r}")
-        if not (_is_number(acc) and acc >= 0):
-            raise ValueError(f"acc must be a number >= 0, not {acc!r}")
-        if src not in FIX_SOURCES:
-            raise ValueError(f"src must be one of {sorted(FIX_SOURCES)}, not {src!r}")
-        if spd is not None and not (_is_number(spd) and spd >= 0):
-            raise ValueError(f"spd must be a number >= 0, not {spd!r}")
-        if batt is not None and not (
-            isinstance(batt, int) and not isinstance(batt, bool) and 0 <= batt <= 100
-        ):
-            raise ValueError(f"batt must be an integer in [0, 100], not {batt!r}")
         fields: dict[str, object] = {"t": t_ms, "lat": lat, "lon": lon, "acc": acc, "src": src}
         if spd is not None:
             fields["spd"] = spd
         if batt is not None:
             fields["batt"] = batt
+        problem = fix_problem(fields)
+        if problem is not None:
+            raise ValueError(problem)
         return self.add("fix", fields)
 
     def add_event(self, t_ms: int, kind: str, detail: Mapping[str, object] | None = None) -> int:
         """Number and keep an event; returns its seq."""
-        if not isinstance(t_ms, int) or isinstance(t_ms, bool):
-            raise ValueError(f"t must be integer epoch milliseconds, not {t_ms!r}")
-        if kind not in EVENT_KINDS:
-            raise ValueError(f"kind must be one of {sorted(EVENT_KINDS)}, not {kind!r}")
         fields: dict[str, object] = {"t": t_ms, "kind": kind}
         if detail is not None:
             fields["detail"] = dict(detail)
+        problem = event_problem(fields)
+        if problem is not None:
+            raise ValueError(problem)
         return self.add("event", fields)
 
     def add(self, kind: RecordKind, fields: Mapping[str, object]) -> int:
@@ -329,10 +366,14 @@ class Journal:
         os.replace(tmp, self._dir / _STATE)
 
     def _compact(self) -> None:
-        """Rewrite the journal with only what is still unacknowledged."""
+        """Rewrite the journal with only what is still unacknowledged, after adding what
+        it drops to `acked.jsonl` (a crash between the two leaves a record in both, which
+        `read_history` tolerates)."""
         if self._dir is None or self._file is None:
             return
         self._file.close()
+        dropped = [r for r in _read_records(self._dir / _JOURNAL) if r.seq not in self._records]
+        _append_spans(self._dir / _ACKED, _spans(dropped))
         tmp = self._dir / (_JOURNAL + ".tmp")
         with tmp.open("w", encoding="utf-8") as out:
             for record in self._records.values():
@@ -352,3 +393,157 @@ def _cut_torn_tail(path: Path) -> None:
             keep = data.rfind(b"\n") + 1
             log.warning("%s: dropping an unfinished last line (%d bytes)", path, len(data) - keep)
             f.truncate(keep)
+
+
+# -- what was acknowledged, for `device-sim check` ----------------------------------------
+
+# How the backend treats a record: a fix is stored as a fix, an event as an event, and a
+# record the protocol refuses is kept apart as refused (but acknowledged all the same).
+SpanClass: TypeAlias = Literal["fix", "event", "refused"]
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """Consecutive seqs `first`..`last` of one class; `t_min`, `t_max` bound their times
+    (None when no record in it has a readable one)."""
+
+    cls: SpanClass
+    first: int
+    last: int
+    t_min: int | None = None
+    t_max: int | None = None
+
+    @property
+    def size(self) -> int:
+        return self.last - self.first + 1
+
+
+def classify(record: Record) -> SpanClass:
+    """What the backend makes of a record: a stored fix or event, or a refused record."""
+    if record.kind == "fix":
+        return "fix" if fix_problem(record.body) is None else "refused"
+    return "event" if event_problem(record.body) is None else "refused"
+
+
+def _span_bound(a: int | None, b: int | None, pick: Callable[[int, int], int]) -> int | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return pick(a, b)
+
+
+def _spans(records: list[Record]) -> list[Span]:
+    """Runs of consecutive seqs of one class, in seq order."""
+    out: list[Span] = []
+    for record in sorted(records, key=lambda r: r.seq):
+        cls = classify(record)
+        t = record.body.get("t")
+        t_ms = t if isinstance(t, int) and not isinstance(t, bool) else None
+        last = out[-1] if out else None
+        if last is not None and last.cls == cls and last.last + 1 == record.seq:
+            lo = _span_bound(last.t_min, t_ms, min)
+            hi = _span_bound(last.t_max, t_ms, max)
+            out[-1] = Span(cls, last.first, record.seq, lo, hi)
+        else:
+            out.append(Span(cls, record.seq, record.seq, t_ms, t_ms))
+    return out
+
+
+def _append_spans(path: Path, spans: list[Span]) -> None:
+    if not spans:
+        return
+    with path.open("a", encoding="utf-8") as out:
+        for s in spans:
+            out.write(json.dumps([s.cls, s.first, s.last, s.t_min, s.t_max]) + "\n")
+
+
+def _read_records(path: Path) -> list[Record]:
+    """Every readable record line of a journal file (unreadable ones are skipped)."""
+    if not path.exists():
+        return []
+    records: list[Record] = []
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            try:
+                entry = json.loads(line)
+                kind: RecordKind = "fix" if "fix" in entry else "event"
+                record = Record(kind, entry[kind])
+                _ = record.seq  # raises for a line without an integer seq
+            except (ValueError, KeyError, TypeError):
+                continue
+            records.append(record)
+    return records
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """Everything one device's journal directory says: up to which seq the backend
+    acknowledged, the last seq given, and the class of every seq it still knows."""
+
+    acked_upto: int
+    last_seq: int
+    spans: tuple[Span, ...]  # sorted by seq, not overlapping
+
+    def known(self, seq: int) -> SpanClass | None:
+        i = bisect.bisect_right([s.first for s in self.spans], seq) - 1
+        if i >= 0 and self.spans[i].first <= seq <= self.spans[i].last:
+            return self.spans[i].cls
+        return None
+
+    def acked_spans(self, cls: SpanClass) -> list[Span]:
+        """The spans of `cls` cut at the acknowledgement (times are those of the span)."""
+        out: list[Span] = []
+        for s in self.spans:
+            if s.cls != cls or s.first > self.acked_upto:
+                continue
+            out.append(Span(cls, s.first, min(s.last, self.acked_upto), s.t_min, s.t_max))
+        return out
+
+    def count(self, cls: SpanClass, acked_only: bool = True) -> int:
+        spans = self.acked_spans(cls) if acked_only else [s for s in self.spans if s.cls == cls]
+        return sum(s.size for s in spans)
+
+
+def read_history(directory: Path) -> History | None:
+    """The `History` of the journal in `directory`, None when there is none. Read-only:
+    safe while the device runs (it may then be a moment behind)."""
+    state_path = directory / _STATE
+    journal_path = directory / _JOURNAL
+    if not state_path.exists() and not journal_path.exists():
+        return None
+    acked_upto, next_seq = 0, 1
+    if state_path.exists():
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+        acked_upto = int(state.get("acked_upto", 0))
+        next_seq = int(state.get("next_seq", 1))
+    spans: list[Span] = []
+    acked_path = directory / _ACKED
+    if acked_path.exists():
+        for line in acked_path.read_text(encoding="utf-8").splitlines():
+            try:
+                cls, first, last, t_min, t_max = json.loads(line)
+            except (ValueError, TypeError):
+                continue
+            spans.append(Span(cls, int(first), int(last), t_min, t_max))
+    spans.sort(key=lambda s: s.first)
+    firsts = [s.first for s in spans]
+
+    def covered(seq: int) -> bool:
+        i = bisect.bisect_right(firsts, seq) - 1
+        return i >= 0 and spans[i].first <= seq <= spans[i].last
+
+    # A crash during compaction may leave a record both in the ledger and the journal.
+    fresh = [r for r in _read_records(journal_path) if not covered(r.seq)]
+    unique = list({r.seq: r for r in fresh}.values())
+    merged: list[Span] = []
+    for s in sorted([*spans, *_spans(unique)], key=lambda s: s.first):
+        last = merged[-1] if merged else None
+        if last is not None and last.cls == s.cls and last.last + 1 == s.first:
+            lo = _span_bound(last.t_min, s.t_min, min)
+            hi = _span_bound(last.t_max, s.t_max, max)
+            merged[-1] = Span(s.cls, last.first, s.last, lo, hi)
+        else:
+            merged.append(s)
+    last_seq = max([next_seq - 1, *(s.last for s in merged)])
+    return History(acked_upto, last_seq, tuple(merged))

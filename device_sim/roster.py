@@ -25,7 +25,7 @@ __all__ = ["CITIES", "HOME_RADIUS_M", "Member", "Roster", "Scenario", "enrol", "
 
 log = logging.getLogger(__name__)
 
-Scenario = Literal["breaker", "compliant"]
+Scenario = Literal["breaker", "compliant", "commuter"]
 
 # City centres (lon, lat); homes are scattered within a few kilometres of them.
 CITIES: dict[str, LonLat] = {
@@ -61,7 +61,9 @@ class Member:
 
 
 def plan_member(index: int, seed: int, prefix: str) -> Member:
-    """The member at `index`, a pure function of the seed: the first is the breaker."""
+    """The member at `index`, a pure function of the seed: the first is the breaker;
+    every fifth is a commuter (a green status: free to cross town to work and shops);
+    the others are compliant (yellow: within 500 m of home)."""
     rng = np.random.default_rng([seed, index])
     city = "Almaty" if index % 2 == 0 else "Astana"
     # Uniform over a 4 km disc, so homes don't crowd the centre.
@@ -76,7 +78,7 @@ def plan_member(index: int, seed: int, prefix: str) -> Member:
         external_id=f"SIM-CASE-{device_id}",
         city=city,
         home=LonLat(round(home.lon, 7), round(home.lat, 7)),
-        scenario="breaker" if index == 0 else "compliant",
+        scenario="breaker" if index == 0 else "commuter" if index % 5 == 4 else "compliant",
     )
 
 
@@ -124,8 +126,9 @@ class Roster:
 
 
 def enrol(api: OperatorClient, roster: Roster, members: list[Member]) -> list[Member]:
-    """Create each member's subject, set it yellow around its home and enrol its
-    device, skipping the steps the roster says are done. Returns the members updated.
+    """Create each member's subject, set its status (yellow around its home; green for
+    a commuter) and enrol its device, skipping the steps the roster says are done.
+    Returns the members updated.
 
     A 409 for a device the roster has no credentials for cannot be repaired from here
     (the secrets were shown once, to someone else): it is raised with advice.
@@ -139,7 +142,10 @@ def enrol(api: OperatorClient, roster: Roster, members: list[Member]) -> list[Me
             roster.update(m)
             log.info("%s: subject %s created", m.device_id, m.subject_id)
         if not m.status_set:
-            api.set_status(m.subject_id, "yellow", home=(m.home.lon, m.home.lat))
+            if m.scenario == "commuter":
+                api.set_status(m.subject_id, "green")
+            else:
+                api.set_status(m.subject_id, "yellow", home=(m.home.lon, m.home.lat))
             m = replace(m, status_set=True)
             roster.update(m)
         if not m.enrolled:

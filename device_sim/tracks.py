@@ -1,9 +1,12 @@
 """Believable movement for simulated wearers: pure, seeded, in metres.
 
 A track is a plan (a repeating list of legs in metres east and north of the home)
-plus GNSS noise whose spread matches the accuracy each fix reports. Nothing here
-reads the clock or does I/O: the caller says how many seconds of the scenario have
-passed, so the same seed and the same sample times give the same fixes.
+plus GNSS noise whose spread matches the accuracy each fix reports. Indoors (a leg
+marked so: home, work, a shop) the receiver does worse, as real ones do: positions
+come from Wi-Fi with an accuracy of tens of metres and an error that drifts slowly,
+still spread as the reported accuracy promises. Nothing here reads the clock or does
+I/O: the caller says how many seconds of the scenario have passed, so the same seed and
+the same sample times give the same fixes.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 __all__ = [
+    "INDOOR_ACC_M",
     "WGS84_A",
     "WGS84_E2",
     "Leg",
@@ -25,6 +29,7 @@ __all__ = [
     "Sample",
     "Track",
     "breaker_plan",
+    "commuter_plan",
     "compliant_plan",
     "destination",
     "distance_m",
@@ -37,6 +42,9 @@ __all__ = [
 WGS84_A = 6_378_137.0
 _WGS84_F = 1 / 298.257223563
 WGS84_E2 = _WGS84_F * (2 - _WGS84_F)
+
+# Wi-Fi positions indoors: accuracy radius range in metres.
+INDOOR_ACC_M = (20.0, 45.0)
 
 # For a 2-D Gaussian error with the same spread on both axes, the radius holding 68 % of
 # the fixes is sigma * sqrt(-2 ln(1 - 0.68)); the protocol's `acc` is that radius.
@@ -102,6 +110,8 @@ class Leg:
     start: tuple[float, float]
     end: tuple[float, float]
     duration_s: float
+    indoor: bool = False  # positions from Wi-Fi, worse and drifting
+    charging: bool = False  # the battery is on its charger meanwhile
 
     def __post_init__(self) -> None:
         if not self.duration_s > 0:
@@ -129,17 +139,53 @@ class Plan:
 
     def position(self, elapsed_s: float) -> tuple[float, float, float]:
         """(east, north, speed) in metres and m/s, `elapsed_s` into the plan."""
+        leg, into = self._leg(elapsed_s)
+        if into is None:
+            # Only float rounding lands here: the end of the last leg.
+            return leg.end[0], leg.end[1], 0.0
+        f = into / leg.duration_s
+        east = leg.start[0] + f * (leg.end[0] - leg.start[0])
+        north = leg.start[1] + f * (leg.end[1] - leg.start[1])
+        return east, north, leg.speed_mps
+
+    def leg_at(self, elapsed_s: float) -> Leg:
+        """The leg the wearer is on `elapsed_s` into the plan."""
+        return self._leg(elapsed_s)[0]
+
+    def _leg(self, elapsed_s: float) -> tuple[Leg, float | None]:
         remaining = max(0.0, elapsed_s) % self.cycle_s
         for leg in self.legs:
             if remaining < leg.duration_s:
-                f = remaining / leg.duration_s
-                east = leg.start[0] + f * (leg.end[0] - leg.start[0])
-                north = leg.start[1] + f * (leg.end[1] - leg.start[1])
-                return east, north, leg.speed_mps
+                return leg, remaining
             remaining -= leg.duration_s
-        # Only float rounding lands here: the end of the last leg.
-        last = self.legs[-1]
-        return last.end[0], last.end[1], 0.0
+        return self.legs[-1], None
+
+    def battery_pct(
+        self,
+        since_s: float,
+        until_s: float,
+        start_pct: float,
+        idle_per_h: float = 1.5,
+        moving_per_h: float = 4.0,
+        charge_per_h: float = 30.0,
+    ) -> int:
+        """Battery at `until_s` into the plan for one at `start_pct` at `since_s`:
+        draining slowly at rest, faster on the move (GNSS tracking, more fixes), charging
+        on legs marked so; always within [3, 100]."""
+        level = start_pct
+        t = max(0.0, since_s)
+        end = max(t, until_s)
+        while t < end:
+            leg, into = self._leg(t)
+            left = leg.duration_s - into if into is not None else 0.0
+            span = min(max(left, 1e-3), end - t)
+            if leg.charging:
+                rate = charge_per_h
+            else:
+                rate = -(moving_per_h if leg.speed_mps > 0.2 else idle_per_h)
+            level = min(100.0, max(3.0, level + rate * span / 3600.0))
+            t += span
+        return round(level)
 
 
 def _polar(distance: float, bearing_rad: float) -> tuple[float, float]:
@@ -169,6 +215,48 @@ def compliant_plan(rng: np.random.Generator, shop_max_m: float = 300.0, trips: i
         _dwell(legs, float(rng.uniform(60, 300)))
         _walk(legs, (0.0, 0.0), speed)
         _dwell(legs, float(rng.uniform(600, 1800)))
+    return Plan(tuple(legs))
+
+
+def commuter_plan(rng: np.random.Generator) -> Plan:
+    """A working day across town, repeated every 24 hours from midnight: asleep at home
+    with the bracelet charging; a walk to the stop, a bus to work 2 to 6 km away, work
+    indoors, lunch at a café near work, the bus back, a shop near home, an evening at
+    home. Indoor legs report Wi-Fi positions."""
+    work = _polar(float(rng.uniform(2000, 6000)), float(rng.uniform(0, 2 * math.pi)))
+    stop = _polar(float(rng.uniform(150, 400)), float(rng.uniform(0, 2 * math.pi)))
+    cafe = (
+        work[0] + float(rng.uniform(-250, 250)),
+        work[1] + float(rng.uniform(-250, 250)),
+    )
+    shop = _polar(float(rng.uniform(100, 600)), float(rng.uniform(0, 2 * math.pi)))
+    walk = float(rng.uniform(1.1, 1.5))
+    bus = float(rng.uniform(6.0, 9.0))
+    legs: list[Leg] = []
+
+    def go(to: tuple[float, float], speed: float) -> None:
+        _walk(legs, to, speed)
+
+    def stay(seconds: float, indoor: bool = True, charging: bool = False) -> None:
+        here = legs[-1].end if legs else (0.0, 0.0)
+        legs.append(Leg(here, here, seconds, indoor=indoor, charging=charging))
+
+    stay(6.5 * 3600 + float(rng.uniform(0, 1800)), charging=True)  # night
+    stay(float(rng.uniform(1200, 2400)))  # breakfast
+    go(stop, walk)
+    stay(float(rng.uniform(60, 600)), indoor=False)  # waiting for the bus
+    go(work, bus)
+    stay(float(rng.uniform(3.5, 4.5)) * 3600)
+    go(cafe, walk)
+    stay(float(rng.uniform(1800, 3000)))
+    go(work, walk)
+    stay(float(rng.uniform(3.5, 4.5)) * 3600)
+    go(stop, bus)
+    go(shop, walk)
+    stay(float(rng.uniform(600, 1500)))
+    go((0.0, 0.0), walk)
+    used = sum(leg.duration_s for leg in legs)
+    stay(max(600.0, 86_400.0 - used))  # the evening, until midnight
     return Plan(tuple(legs))
 
 
@@ -254,9 +342,12 @@ class Track:
         seed: int | Sequence[int],
         acc_range_m: tuple[float, float] = (5.0, 15.0),
         speedup: float = 1.0,
+        phase_s: float = 0.0,
     ) -> None:
         self.home = home
         self.plan = plan
+        # Where in the plan the track begins (a day plan: the time of day at the start).
+        self.phase_s = phase_s
         # A stream of its own, so that the plan drawn from the same seed does not
         # mirror the noise.
         self._rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2,)))
@@ -266,6 +357,11 @@ class Track:
         # Each receiver has its own typical accuracy (antenna, how it is worn).
         lo, hi = acc_range_m
         self._acc_typical = float(self._rng.uniform(lo + 1.0, (lo + hi) / 2))
+        # Drawn only by plans with indoor legs, so that the others keep their fixes.
+        self._indoor_noise = Noise(
+            np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(3,))), 300.0
+        )
+        self._indoor_typical = float(np.mean(INDOOR_ACC_M))
 
     @classmethod
     def compliant(cls, home: LonLat, seed: int | Sequence[int], speedup: float = 1.0) -> Track:
@@ -275,12 +371,34 @@ class Track:
     def breaker(cls, home: LonLat, seed: int | Sequence[int], speedup: float = 1.0) -> Track:
         return cls(home, breaker_plan(_plan_rng(seed)), seed, speedup=speedup)
 
+    @classmethod
+    def commuter(
+        cls,
+        home: LonLat,
+        seed: int | Sequence[int],
+        speedup: float = 1.0,
+        time_of_day_s: float = 0.0,
+    ) -> Track:
+        """A commuter's day, begun at `time_of_day_s` after local midnight."""
+        return cls(
+            home, commuter_plan(_plan_rng(seed)), seed, speedup=speedup, phase_s=time_of_day_s
+        )
+
+    def battery(self, elapsed_s: float, start_pct: float) -> int:
+        """The battery `elapsed_s` into the track, from `start_pct` at its start."""
+        return self.plan.battery_pct(self.phase_s, self.phase_s + elapsed_s, start_pct)
+
     def sample(self, elapsed_s: float) -> Sample:
         """The fix the receiver reports `elapsed_s` seconds of scenario time in."""
-        east, north, speed = self.plan.position(elapsed_s)
-        lo, hi = self._acc_range
-        acc = min(hi, max(lo, self._acc_typical * math.exp(0.25 * self._rng.standard_normal())))
-        de, dn = self._noise.offset(elapsed_s, acc)
+        at = elapsed_s + self.phase_s
+        east, north, speed = self.plan.position(at)
+        indoor = self.plan.leg_at(at).indoor
+        lo, hi = INDOOR_ACC_M if indoor else self._acc_range
+        typical = self._indoor_typical if indoor else self._acc_typical
+        acc = min(hi, max(lo, typical * math.exp(0.25 * self._rng.standard_normal())))
+        # Indoors the error drifts slowly (the same access points for minutes on end).
+        noise = self._indoor_noise if indoor else self._noise
+        de, dn = noise.offset(elapsed_s, acc)
         point = destination(self.home, east + de, north + dn)
         # Receivers report a little speed even at rest.
         spd = abs(speed * self._speedup + 0.15 * float(self._rng.standard_normal()))
@@ -289,6 +407,6 @@ class Track:
             lon=round(point.lon, 7),
             acc=round(acc, 1),
             spd=round(spd, 2),
-            src="gnss",
+            src="wifi" if indoor else "gnss",
             true_distance_m=math.hypot(east, north),
         )

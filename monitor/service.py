@@ -388,8 +388,12 @@ class Ingest:
                 self._state_message(batch, device, msg)
                 continue
             if device.signing_key is not None:
-                fault = verify_signature(
-                    device.signing_key, msg.payload, msg.user_properties.get("sig")
+                fault = (
+                    "more than one 'sig' user property: an upload carries exactly one"
+                    if "sig" in msg.repeated_properties
+                    else verify_signature(
+                        device.signing_key, msg.payload, msg.user_properties.get("sig")
+                    )
                 )
                 if fault is not None:
                     self._reject(batch, msg, fault, device.device_id)
@@ -1108,6 +1112,28 @@ class Ingest:
         self, conn: Conn, device_id: str, fault: str, rejection: Rejection
     ) -> None:
         device = self._devices[device_id]
+        # One open integrity alert per device: further forged uploads add to it rather
+        # than flooding the operators (each is kept in rejected_messages all the same).
+        cur = await conn.execute(
+            "SELECT id, coalesce((detail->>'count')::int, 1) AS n FROM alerts"
+            " WHERE kind = 'integrity' AND device_id = %s AND state <> 'resolved'"
+            " ORDER BY alert_no DESC LIMIT 1",
+            (device_id,),
+        )
+        row = await cur.fetchone()
+        if row is not None:
+            await alert_store.record_change(
+                conn,
+                str(row["id"]),
+                "updated",
+                None,
+                detail_patch={
+                    "count": int(row["n"]) + 1,
+                    "last_reason": fault,
+                    "last_received_at": iso(rejection.received_at),
+                },
+            )
+            return
         await self._insert_alert(
             conn,
             alert_store.NewAlert(
@@ -1121,7 +1147,7 @@ class Ingest:
                 received_at=rejection.received_at,
                 lat=None,
                 lon=None,
-                detail={"reason": fault, "topic": rejection.topic},
+                detail={"reason": fault, "topic": rejection.topic, "count": 1},
             ),
         )
 

@@ -179,11 +179,16 @@ class Postgres:
         return self.url_for(name)
 
     def stop(self, how: signal.Signals = signal.SIGINT) -> None:
-        """SIGINT is PostgreSQL's fast shutdown; SIGKILL simulates a crash."""
+        """SIGINT is PostgreSQL's fast shutdown; SIGKILL simulates a crash, of the whole
+        process group (a backend left alive would hold the shared memory and stop the
+        restart)."""
         if self.proc is None:
             return
         with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(how)
+            if how == signal.SIGKILL:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            else:
+                self.proc.send_signal(how)
         try:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:

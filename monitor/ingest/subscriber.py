@@ -45,6 +45,8 @@ class Message:
     user_properties: dict[str, str]
     received_at: datetime
     generation: int  # which connection it came on: an ack is only valid on that one
+    # User properties given more than once (a second `sig` must not go unnoticed).
+    repeated_properties: frozenset[str] = frozenset()
 
 
 class Subscriber:
@@ -108,8 +110,11 @@ class Subscriber:
 
     def _message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         props: dict[str, str] = {}
+        repeated: set[str] = set()
         user = getattr(msg.properties, "UserProperty", None) if msg.properties else None
         for key, value in user or []:
+            if key in props:
+                repeated.add(key)
             props.setdefault(key, value)
         self._on_message(
             Message(
@@ -119,6 +124,7 @@ class Subscriber:
                 mid=msg.mid,
                 retain=bool(msg.retain),
                 user_properties=props,
+                repeated_properties=frozenset(repeated),
                 received_at=datetime.now(UTC),
                 generation=self._generation,
             )

@@ -22,6 +22,7 @@ __all__ = [
     "recent_fixes",
     "rejected_page",
     "save_acks",
+    "subject_events",
     "subject_fixes",
     "subject_transitions",
 ]
@@ -239,5 +240,33 @@ async def subject_transitions(
         " WHERE subject_id = %s AND (%s::timestamptz IS NULL OR t >= %s)"
         " AND (%s::timestamptz IS NULL OR t < %s) ORDER BY t LIMIT %s",
         (subject_id, since, since, until, until, limit),
+    )
+    return await cur.fetchall()
+
+
+async def subject_events(
+    conn: Conn,
+    subject_id: str,
+    since: datetime | None,
+    until: datetime | None,
+    after: tuple[datetime, str, int] | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """A page of the subject's device events, oldest first (as subject_fixes pages)."""
+    where = ["subject_id = %(s)s"]
+    params: dict[str, Any] = {"s": subject_id, "limit": limit}
+    if since is not None:
+        where.append("t >= %(since)s")
+        params["since"] = since
+    if until is not None:
+        where.append("t < %(until)s")
+        params["until"] = until
+    if after is not None:
+        where.append("(t, device_id, coalesce(seq, 0)) > (%(at)s, %(ad)s, %(aseq)s)")
+        params.update(at=after[0], ad=after[1], aseq=after[2])
+    cur = await conn.execute(
+        f"SELECT {_EVENT_COLS} FROM device_events WHERE {' AND '.join(where)}"
+        " ORDER BY t, device_id, coalesce(seq, 0) LIMIT %(limit)s",
+        params,
     )
     return await cur.fetchall()

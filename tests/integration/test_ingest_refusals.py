@@ -35,11 +35,13 @@ class RawDevice:
         self.client.subscribe(f"em/v1/dev/{device_id}/ack", qos=1)
         self.client.loop_start()
 
-    def publish(self, payload: bytes, sig: str | None = None) -> None:
+    def publish(self, payload: bytes, sig: str | None = None, extra_sig: str | None = None) -> None:
         props = None
         if sig is not None:
             props = Properties(PacketTypes.PUBLISH)
             props.UserProperty = ("sig", sig)
+            if extra_sig is not None:
+                props.UserProperty = ("sig", extra_sig)  # paho appends: a second `sig`
         info = self.client.publish(
             f"em/v1/dev/{self.device_id}/up", payload, qos=1, properties=props
         )
@@ -124,17 +126,22 @@ def test_signed_device_refuses_forged_uploads_and_raises_integrity(
         device.publish(forged)  # no signature
         device.publish(forged, sig=sign(b"\0" * 32, forged))  # wrong key
         device.publish(good, sig=sign(key, good))
+        smuggled = json.dumps({"fixes": [_fix(999, lat=41.0)]}).encode()
+        device.publish(smuggled, sig=sign(key, good), extra_sig=sign(key, smuggled))
         device.publish(good, sig=sign(key, good))  # a replay changes nothing
         after = json.dumps({"fixes": [_fix(2)]}).encode()
         device.publish(after, sig=sign(key, after))
         with psycopg.connect(database_url) as conn:
             wait_for(
                 lambda: (
-                    conn.execute("SELECT count(*) FROM alerts WHERE kind = 'integrity'").fetchone()
-                    == (2,)
+                    conn.execute(
+                        "SELECT count(*), max((detail->>'count')::int) FROM alerts"
+                        " WHERE kind = 'integrity'"
+                    ).fetchone()
+                    == (1, 3)
                 ),
                 30,
-                "two integrity alerts",
+                "one integrity alert counting three forged uploads",
             )
             # Uploads of one device are handled in order: once seq 2 is acknowledged,
             # the replay before it has been handled too, and it stored nothing new.
@@ -148,6 +155,7 @@ def test_signed_device_refuses_forged_uploads_and_raises_integrity(
                 )
             )
         assert reasons == [
+            "more than one 'sig' user property: an upload carries exactly one",
             "signature does not match the payload",
             "signature missing: a signed device must send the MQTT 5 user property 'sig'",
         ]

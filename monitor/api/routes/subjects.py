@@ -403,3 +403,53 @@ async def list_transitions(
             for r in rows
         ]
     }
+
+
+@router.get("/{subject_id}/events")
+async def list_events(
+    subject_id: str,
+    user: CurrentUser,
+    runtime: RuntimeDep,
+    reason: AccessReason,
+    since: str | None = None,
+    until: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """The subject's device events (tamper, battery, commands' results, ...), oldest
+    first, paged like the fixes."""
+    await visible_subject(runtime, user, subject_id)
+    t_since, t_until = _parse_time(since, "since"), _parse_time(until, "until")
+    after = None
+    if cursor is not None:
+        raw = cursor_codec.decode(cursor)
+        try:
+            after = (datetime.fromisoformat(raw[0]), str(raw[1]), int(raw[2]))
+        except (ValueError, IndexError, TypeError):
+            raise HTTPException(422, "cursor: not a cursor this API gave out") from None
+    async with runtime.pool.connection() as conn:
+        await subject_store.log_consultation(
+            conn, user.username, reason, subject_id, "events", t_since, t_until
+        )
+        rows = await positions.subject_events(conn, subject_id, t_since, t_until, after, limit + 1)
+    page, more = rows[:limit], len(rows) > limit
+    next_cursor = None
+    if more:
+        last = page[-1]
+        next_cursor = cursor_codec.encode(
+            [last["t"].isoformat(), last["device_id"], last["seq"] or 0]
+        )
+    return {
+        "items": [
+            {
+                "device_id": r["device_id"],
+                "seq": r["seq"],
+                "t": iso(r["t"]),
+                "received_at": iso(r["received_at"]),
+                "kind": r["kind"],
+                "detail": r["detail"],
+            }
+            for r in page
+        ],
+        "next": next_cursor,
+    }

@@ -116,3 +116,109 @@ def test_errors_carry_the_status_and_detail(http: Recorder) -> None:
 def test_only_http_urls_are_accepted() -> None:
     with pytest.raises(ValueError, match="http"):
         OperatorClient("file:///etc/passwd")
+
+
+class Flaky(Recorder):
+    """Fails the first calls with the given exceptions, then answers."""
+
+    def __init__(self, failures: list[BaseException]) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def __call__(self, request: urllib.request.Request, timeout: float) -> Any:
+        if self.failures:
+            self.requests.append(request)
+            raise self.failures.pop(0)
+        return super().__call__(request, timeout)
+
+
+def _flaky(monkeypatch: pytest.MonkeyPatch, failures: list[BaseException]) -> Flaky:
+    flaky = Flaky(failures)
+    monkeypatch.setattr(urllib.request, "urlopen", flaky)
+    return flaky
+
+
+def test_reads_are_tried_again_while_the_service_restarts(monkeypatch: pytest.MonkeyPatch) -> None:
+    refused = urllib.error.URLError(ConnectionRefusedError(111, "refused"))
+    flaky = _flaky(monkeypatch, [refused, ConnectionResetError(104, "reset"), TimeoutError()])
+    flaky.answers.append((200, {"device_id": "BR-1", "online": False}))
+    pauses: list[float] = []
+    api = OperatorClient("http://127.0.0.1:8000", retry_s=30, sleep=pauses.append)
+    assert api.device("BR-1")["online"] is False
+    assert len(flaky.requests) == 4
+    assert len(pauses) == 3
+
+
+def test_a_write_is_tried_again_only_when_it_never_arrived(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    refused = urllib.error.URLError(ConnectionRefusedError(111, "refused"))
+    flaky = _flaky(monkeypatch, [refused])
+    flaky.answers.append((201, {"id": "s-1"}))
+    api = OperatorClient("http://127.0.0.1:8000", retry_s=30, sleep=lambda s: None)
+    assert api.create_subject("x", "y", "Asia/Almaty") == {"id": "s-1"}
+    # A reset may come after the service did the write: not repeated.
+    _flaky(monkeypatch, [ConnectionResetError(104, "reset")])
+    with pytest.raises(ConnectionResetError):
+        api.create_subject("x", "y", "Asia/Almaty")
+
+
+def test_unavailable_is_tried_again_and_then_given_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    http = Recorder()
+    monkeypatch.setattr(urllib.request, "urlopen", http)
+    http.answers += [(503, {"detail": "starting"}), (200, {"features": []})]
+    api = OperatorClient("http://127.0.0.1:8000", retry_s=30, sleep=lambda s: None)
+    assert api.fixes("s-1", reason="r") == {"features": []}
+    http.answers.append((503, {"detail": "starting"}))
+    with pytest.raises(ApiError) as unavailable:
+        OperatorClient("http://127.0.0.1:8000").fixes("s-1", reason="r")
+    assert unavailable.value.status == 503
+
+
+def test_a_forgotten_token_is_renewed_once(http: Recorder) -> None:
+    api = _logged_in(http)
+    http.answers += [
+        (401, {"detail": "session ended"}),
+        (200, {"access_token": "tok2", "token_type": "bearer"}),
+        (200, {"device_id": "BR-1"}),
+    ]
+    assert api.device("BR-1") == {"device_id": "BR-1"}
+    assert api.token == "tok2"
+    assert http.requests[-1].get_header("Authorization") == "Bearer tok2"
+
+
+def test_pages_are_followed(http: Recorder) -> None:
+    api = _logged_in(http)
+    http.answers += [
+        (200, {"features": [{"n": 1}, {"n": 2}], "next": "c1"}),
+        (200, {"features": [{"n": 3}], "next": None}),
+        (200, {"items": [{"id": "a"}], "next": "k1"}),
+        (200, {"items": [{"id": "b"}], "next": None}),
+    ]
+    assert [f["n"] for f in api.all_fixes("s-1", "r", page=2)] == [1, 2, 3]
+    assert http.requests[2].full_url.endswith("/fixes?limit=2&cursor=c1")
+    assert [a["id"] for a in api.all_alerts("r", "s-1")] == ["a", "b"]
+    assert http.requests[4].full_url.endswith("/alerts?subject_id=s-1&limit=1000&cursor=k1")
+
+
+def test_enrolment_may_say_since_when_and_which_owntracks_topic(http: Recorder) -> None:
+    api = _logged_in(http)
+    http.answers.append(
+        (
+            201,
+            {
+                "device_id": "PH-1",
+                "mqtt_username": "PH-1",
+                "mqtt_password": "p",
+                "signing_key": None,
+            },
+        )
+    )
+    api.enrol_device(
+        "PH-1", "s-1", "owntracks", signed=False, assigned_at="2026-01-01T00:00:00Z",
+        owntracks_topic="owntracks/a/phone",
+    )  # fmt: skip
+    assert json.loads(http.requests[1].data) == {  # type: ignore[arg-type]
+        "device_id": "PH-1", "subject_id": "s-1", "kind": "owntracks", "signed": False,
+        "assigned_at": "2026-01-01T00:00:00Z", "owntracks_topic": "owntracks/a/phone",
+    }  # fmt: skip

@@ -84,3 +84,19 @@ def test_a_new_interval_by_command_takes_effect(tmp_path: Path) -> None:
 def test_progress_line() -> None:
     line = Progress(12.4, 5, 4, 120, 118, 100, 20, 9.96).line()
     assert line == "     12s  connected 4/5  made 120  sent 118  acked 100  pending 20  10.0 rec/s"
+
+
+def test_a_commuter_reports_its_days_battery_and_is_never_noticed(tmp_path: Path) -> None:
+    clocks = Clocks()
+    fleet = _fleet(tmp_path, clocks, 5, speedup=60.0)
+    commuter = fleet.wearers[4]
+    assert commuter.member.scenario == "commuter"
+    notices: list[str] = []
+    for _ in range(600):  # 10 minutes of wall time, 10 hours of the day
+        fleet.make_fixes(clocks.monotonic(), notices.append)
+        clocks.mono += 1.0
+    assert not any(n.startswith("T-0005") for n in notices)
+    batts = [r.body["batt"] for r in commuter.bracelet.unacked() if r.kind == "fix"]
+    assert len(set(batts)) > 3, "the battery changes over the day"
+    sources = {r.body["src"] for r in commuter.bracelet.unacked() if r.kind == "fix"}
+    assert sources <= {"gnss", "wifi"}

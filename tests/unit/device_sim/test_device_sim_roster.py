@@ -19,9 +19,12 @@ def test_members_are_a_pure_function_of_the_seed() -> None:
     assert plan_member(3, seed=1, prefix="SIM").home != plan_member(3, seed=2, prefix="SIM").home
 
 
-def test_the_first_member_is_the_breaker_and_cities_alternate() -> None:
+def test_the_first_member_is_the_breaker_every_fifth_a_commuter_and_cities_alternate() -> None:
     members = [plan_member(i, seed=1, prefix="SIM") for i in range(6)]
-    assert [m.scenario for m in members] == ["breaker"] + ["compliant"] * 5
+    assert [m.scenario for m in members] == ["breaker"] + ["compliant"] * 3 + [
+        "commuter",
+        "compliant",
+    ]
     assert [m.city for m in members] == ["Almaty", "Astana"] * 3
     assert [m.device_id for m in members[:2]] == ["SIM-0001", "SIM-0002"]
     for m in members:
@@ -120,3 +123,13 @@ def test_a_device_enrolled_elsewhere_is_a_clear_error(tmp_path: Path) -> None:
     members = roster.ensure(1, seed=1, prefix="SIM")
     with pytest.raises(ConflictError, match="another --prefix"):
         enrol(FakeApi(enrolled={"SIM-0001"}), roster, members)
+
+
+def test_a_commuter_is_set_green(tmp_path: Path) -> None:
+    roster = Roster(tmp_path)
+    members = roster.ensure(5, seed=1, prefix="SIM")
+    api = FakeApi()
+    enrol(api, roster, members)
+    statuses = [args for kind, args in api.calls if kind == "status"]
+    assert statuses[4] == ("subj-SIM-CASE-SIM-0005", "green", None)
+    assert [s[1] for s in statuses[:4]] == ["yellow"] * 4

@@ -154,3 +154,44 @@ def test_a_plan_repeats_and_refuses_empty_legs() -> None:
         Leg((0.0, 0.0), (1.0, 1.0), 0.0)
     with pytest.raises(ValueError, match="at least one"):
         Plan(())
+
+
+def test_a_commuter_crosses_town_to_work_and_back_each_day() -> None:
+    track = Track.commuter(ALMATY, seed=4)
+    day = [track.sample(t) for t in range(0, 86_400, 60)]
+    far = max(s.true_distance_m for s in day)
+    assert 1500.0 <= far <= 6800.0, "work is across town"
+    assert day[0].true_distance_m == 0.0, "asleep at home at midnight"
+    assert day[-1].true_distance_m == 0.0, "home again by the evening"
+    # The next day repeats the plan.
+    assert track.plan.position(3600.0) == track.plan.position(3600.0 + track.plan.cycle_s)
+    assert abs(track.plan.cycle_s - 86_400.0) < 1.0
+
+
+def test_indoors_the_fixes_come_from_wifi_and_drift_within_their_accuracy() -> None:
+    home_all_day = Plan((Leg((0.0, 0.0), (0.0, 0.0), 86_400.0, indoor=True),))
+    track = Track(ASTANA, home_all_day, seed=9)
+    fixes = [track.sample(i * 900.0) for i in range(3000)]
+    assert {s.src for s in fixes} == {"wifi"}
+    assert all(20.0 <= s.acc <= 45.0 for s in fixes)
+    within = sum(distance_m(ASTANA, LonLat(s.lon, s.lat)) <= s.acc for s in fixes)
+    assert within / len(fixes) == pytest.approx(0.68, abs=0.04)
+    # Slow drift: a minute apart, two Wi-Fi positions are close to each other.
+    a, b = track.sample(100_000.0), track.sample(100_060.0)
+    assert distance_m(LonLat(a.lon, a.lat), LonLat(b.lon, b.lat)) < 20.0
+
+
+def test_the_start_of_day_follows_the_time_of_day() -> None:
+    mid_morning = Track.commuter(ALMATY, seed=4, time_of_day_s=10.5 * 3600)
+    assert mid_morning.sample(0.0).true_distance_m > 1500.0, "at work"
+    assert mid_morning.sample(0.0).src == "wifi"
+    assert Track.commuter(ALMATY, seed=4, time_of_day_s=3 * 3600).sample(0.0).true_distance_m == 0
+
+
+def test_the_battery_drains_on_the_move_and_charges_at_night() -> None:
+    track = Track.commuter(ALMATY, seed=4, time_of_day_s=7 * 3600)
+    levels = [track.battery(h * 3600.0, 80) for h in range(25)]
+    assert all(3 <= v <= 100 for v in levels)
+    assert levels[12] < levels[0], "a day's wear drains it"
+    assert max(levels[17:]) > levels[16], "it charges at night"
+    assert levels == [track.battery(h * 3600.0, 80) for h in range(25)]
