@@ -344,25 +344,14 @@ async def list_fixes(
 ) -> dict[str, Any]:
     await visible_subject(runtime, user, subject_id)
     t_since, t_until = _parse_time(since, "since"), _parse_time(until, "until")
-    after = None
-    if cursor is not None:
-        raw = cursor_codec.decode(cursor)
-        try:
-            after = (datetime.fromisoformat(raw[0]), str(raw[1]), int(raw[2]))
-        except (ValueError, IndexError, TypeError):
-            raise HTTPException(422, "cursor: not a cursor this API gave out") from None
+    after = cursor_codec.decode_position(cursor) if cursor is not None else None
     async with runtime.pool.connection() as conn:
         await subject_store.log_consultation(
             conn, user.username, reason, subject_id, "fixes", t_since, t_until
         )
         rows = await positions.subject_fixes(conn, subject_id, t_since, t_until, after, limit + 1)
     page, more = rows[:limit], len(rows) > limit
-    next_cursor = None
-    if more:
-        last = page[-1]
-        next_cursor = cursor_codec.encode(
-            [last["t"].isoformat(), last["device_id"], last["seq"] or 0]
-        )
+    next_cursor = cursor_codec.position_after(page[-1]) if more else None
     return {
         "type": "FeatureCollection",
         "features": [fix_feature(r) for r in page],
@@ -420,25 +409,14 @@ async def list_events(
     first, paged like the fixes."""
     await visible_subject(runtime, user, subject_id)
     t_since, t_until = _parse_time(since, "since"), _parse_time(until, "until")
-    after = None
-    if cursor is not None:
-        raw = cursor_codec.decode(cursor)
-        try:
-            after = (datetime.fromisoformat(raw[0]), str(raw[1]), int(raw[2]))
-        except (ValueError, IndexError, TypeError):
-            raise HTTPException(422, "cursor: not a cursor this API gave out") from None
+    after = cursor_codec.decode_position(cursor) if cursor is not None else None
     async with runtime.pool.connection() as conn:
         await subject_store.log_consultation(
             conn, user.username, reason, subject_id, "events", t_since, t_until
         )
         rows = await positions.subject_events(conn, subject_id, t_since, t_until, after, limit + 1)
     page, more = rows[:limit], len(rows) > limit
-    next_cursor = None
-    if more:
-        last = page[-1]
-        next_cursor = cursor_codec.encode(
-            [last["t"].isoformat(), last["device_id"], last["seq"] or 0]
-        )
+    next_cursor = cursor_codec.position_after(page[-1]) if more else None
     return {
         "items": [
             {
