@@ -95,6 +95,7 @@ class AlertKind(StrEnum):
     DATA_GAP = "data_gap"
     JAMMING = "jamming"
     SOS = "sos"
+    PHONE_STATUS = "phone_status"
 
 
 ALERT_KINDS = frozenset(k.value for k in AlertKind)
@@ -115,6 +116,7 @@ DEFAULT_SEVERITY: dict[AlertKind, Severity] = {
     AlertKind.SPOOFING: Severity.SERIOUS,
     AlertKind.JAMMING: Severity.SERIOUS,
     AlertKind.DATA_GAP: Severity.WARNING,
+    AlertKind.PHONE_STATUS: Severity.WARNING,
 }
 
 

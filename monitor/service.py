@@ -697,53 +697,21 @@ class Ingest:
             outcome = judge_event(event)
             if outcome is None:
                 continue
-            cur = await conn.execute(
-                "SELECT id FROM alerts WHERE subject_id = %s AND kind = %s AND device_id = %s"
-                " AND state <> 'resolved' AND cleared_at IS NULL ORDER BY alert_no DESC LIMIT 1",
-                (subject, outcome.kind.value, event.device_id),
-            )
-            row = await cur.fetchone()
-            info = {
-                "event": event.kind,
-                "event_seq": event.seq,
-                "event_t": iso(event.t),
-                "reason": outcome.reason,
-            }
-            if outcome.clears:
-                if row is not None:
-                    await alert_store.record_change(
-                        conn,
-                        str(row["id"]),
-                        "cleared",
-                        None,
-                        cleared_at=event.t,
-                        detail_patch={"cleared_at": iso(event.t), "clear_reason": outcome.reason},
-                    )
-                continue
-            if row is not None:
-                await alert_store.record_change(
-                    conn,
-                    str(row["id"]),
-                    "updated",
-                    None,
-                    detail_patch={"last_event": info},
-                )
-                continue
-            await self._insert_alert(
+            await self._condition(
                 conn,
-                alert_store.NewAlert(
-                    subject_id=subject,
-                    device_id=event.device_id,
-                    kind=outcome.kind.value,
-                    severity=DEFAULT_SEVERITY[outcome.kind].value,
-                    rule_key=f"event:{outcome.kind}",
-                    zone_id=None,
-                    fix_time=event.t,
-                    received_at=event.received_at,
-                    lat=None,
-                    lon=None,
-                    detail={**info, "late": event.received_at - event.t > timedelta(minutes=5)},
-                ),
+                subject,
+                event.device_id,
+                outcome.kind,
+                clears=outcome.clears,
+                at=event.t,
+                received_at=event.received_at,
+                info={
+                    "event": event.kind,
+                    "event_seq": event.seq,
+                    "event_t": iso(event.t),
+                    "reason": outcome.reason,
+                    "late": event.received_at - event.t > timedelta(minutes=5),
+                },
             )
 
     async def _phone_status(self, conn: Conn, subject: str, event: DeviceEvent) -> None:
@@ -751,47 +719,16 @@ class Ingest:
         without such settings clears it."""
         assert event.detail is not None
         warnings = list(event.detail.get("warnings") or [])
-        cur = await conn.execute(
-            "SELECT id FROM alerts WHERE subject_id = %s AND kind = 'phone_status'"
-            " AND device_id = %s AND state <> 'resolved' AND cleared_at IS NULL"
-            " ORDER BY alert_no DESC LIMIT 1",
-            (subject, event.device_id),
-        )
-        row = await cur.fetchone()
-        if not warnings:
-            if row is not None:
-                await alert_store.record_change(
-                    conn,
-                    str(row["id"]),
-                    "cleared",
-                    None,
-                    cleared_at=event.t,
-                    detail_patch={
-                        "cleared_at": iso(event.t),
-                        "clear_reason": "phone settings restored",
-                    },
-                )
-            return
-        if row is not None:
-            await alert_store.record_change(
-                conn, str(row["id"]), "updated", None, detail_patch={"warnings": warnings}
-            )
-            return
-        await self._insert_alert(
+        await self._condition(
             conn,
-            alert_store.NewAlert(
-                subject_id=subject,
-                device_id=event.device_id,
-                kind="phone_status",
-                severity=Severity.WARNING.value,
-                rule_key="phone_status",
-                zone_id=None,
-                fix_time=None,
-                received_at=event.received_at,
-                lat=None,
-                lon=None,
-                detail={"warnings": warnings},
-            ),
+            subject,
+            event.device_id,
+            AlertKind.PHONE_STATUS,
+            clears=not warnings,
+            at=event.t,
+            received_at=event.received_at,
+            positioned=False,
+            info={"warnings": warnings} if warnings else {"reason": "phone settings restored"},
         )
 
     async def _command_answered(self, conn: Conn, event: DeviceEvent) -> None:
@@ -837,9 +774,13 @@ class Ingest:
         at: datetime,
         info: dict[str, Any],
         severity: Severity | None = None,
+        received_at: datetime | None = None,
+        positioned: bool = True,
     ) -> None:
-        """A device condition (tamper, battery, spoofing, comms loss, ...): opens the
-        device's alert of that kind or adds to the open one; a clear marks it cleared."""
+        """A device condition (tamper, battery, spoofing, comms loss, phone settings,
+        ...): opens the device's alert of that kind or adds to the open one (`detail.last`
+        and, for the opening, the whole `info`); a clear marks it cleared. `at` is the
+        alert's fix time unless the condition has no position (`positioned` false)."""
         cur = await conn.execute(
             "SELECT id FROM alerts WHERE kind = %s AND device_id = %s"
             " AND subject_id IS NOT DISTINCT FROM %s AND state <> 'resolved'"
@@ -872,8 +813,8 @@ class Ingest:
                 severity=(severity or DEFAULT_SEVERITY[kind]).value,
                 rule_key=kind.value,
                 zone_id=None,
-                fix_time=at,
-                received_at=self._clock(),
+                fix_time=at if positioned else None,
+                received_at=received_at or self._clock(),
                 lat=info.get("lat"),
                 lon=info.get("lon"),
                 detail=info,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 import zlib
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -397,7 +398,7 @@ class Context:
         return Wait(lambda: all(b.pending == 0 for b in bracelets), f"{names} acknowledged")
 
 
-class Scenario:
+class Scenario(ABC):
     """One scenario: `prepare()` enrols, `play()` makes records and waits."""
 
     name: ClassVar[str] = ""
@@ -409,11 +410,13 @@ class Scenario:
         self.rng = ctx.rng(self.name, "play")
         self.records = 0  # made, for the report
 
+    @abstractmethod
     def prepare(self) -> None:
-        raise NotImplementedError
+        """Enrol what the scenario needs (once, before any scenario plays)."""
 
+    @abstractmethod
     def play(self) -> Play:
-        raise NotImplementedError
+        """Make the records and yield what to wait for."""
 
     # helpers
 

@@ -157,16 +157,16 @@ async def recent_fixes(
     return rows
 
 
-async def subject_fixes(
+async def _time_page(
     conn: Conn,
+    table: str,
+    columns: str,
     subject_id: str,
     since: datetime | None,
     until: datetime | None,
     after: tuple[datetime, str, int] | None,
     limit: int,
 ) -> list[dict[str, Any]]:
-    """A page of the subject's fixes, oldest first; `after` is the last row of the
-    previous page (t, device_id, seq)."""
     where = ["subject_id = %(s)s"]
     params: dict[str, Any] = {"s": subject_id, "limit": limit}
     if since is not None:
@@ -179,11 +179,24 @@ async def subject_fixes(
         where.append("(t, device_id, coalesce(seq, 0)) > (%(at)s, %(ad)s, %(aseq)s)")
         params.update(at=after[0], ad=after[1], aseq=after[2])
     cur = await conn.execute(
-        f"SELECT {_FIX_COLS} FROM fixes WHERE {' AND '.join(where)}"
+        f"SELECT {columns} FROM {table} WHERE {' AND '.join(where)}"
         " ORDER BY t, device_id, coalesce(seq, 0) LIMIT %(limit)s",
         params,
     )
     return await cur.fetchall()
+
+
+async def subject_fixes(
+    conn: Conn,
+    subject_id: str,
+    since: datetime | None,
+    until: datetime | None,
+    after: tuple[datetime, str, int] | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """A page of the subject's fixes, oldest first; `after` is the last row of the
+    previous page (t, device_id, seq)."""
+    return await _time_page(conn, "fixes", _FIX_COLS, subject_id, since, until, after, limit)
 
 
 async def rejected_page(
@@ -253,20 +266,6 @@ async def subject_events(
     limit: int,
 ) -> list[dict[str, Any]]:
     """A page of the subject's device events, oldest first (as subject_fixes pages)."""
-    where = ["subject_id = %(s)s"]
-    params: dict[str, Any] = {"s": subject_id, "limit": limit}
-    if since is not None:
-        where.append("t >= %(since)s")
-        params["since"] = since
-    if until is not None:
-        where.append("t < %(until)s")
-        params["until"] = until
-    if after is not None:
-        where.append("(t, device_id, coalesce(seq, 0)) > (%(at)s, %(ad)s, %(aseq)s)")
-        params.update(at=after[0], ad=after[1], aseq=after[2])
-    cur = await conn.execute(
-        f"SELECT {_EVENT_COLS} FROM device_events WHERE {' AND '.join(where)}"
-        " ORDER BY t, device_id, coalesce(seq, 0) LIMIT %(limit)s",
-        params,
+    return await _time_page(
+        conn, "device_events", _EVENT_COLS, subject_id, since, until, after, limit
     )
-    return await cur.fetchall()
