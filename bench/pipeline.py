@@ -18,6 +18,7 @@ import json
 import multiprocessing
 import multiprocessing.queues
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -289,6 +290,11 @@ def main() -> None:
         default=0.05,
         help="share of devices outside their radius (each raises an alert)",
     )
+    ap.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="record the service with py-spy while the fleet runs (a flame graph SVG)",
+    )
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     work.chmod(0o755)
@@ -327,8 +333,33 @@ def main() -> None:
             s0, a0 = cpu()
             rows0 = _rows(pg.url)
             fleet = Fleet(broker.port, ids, args.per_upload)
+            assert service.proc is not None
+            spy = (
+                subprocess.Popen(
+                    [
+                        str(ROOT / ".venv/bin/py-spy"),
+                        "record",
+                        "-p",
+                        str(service.proc.pid),
+                        "-o",
+                        args.profile,
+                        "-d",
+                        str(int(args.seconds)),
+                        "-r",
+                        "50",
+                        # Collapsed stacks for a .txt name (readable in a terminal), else SVG.
+                        "-f",
+                        "raw" if args.profile.endswith(".txt") else "flamegraph",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                )
+                if args.profile
+                else None
+            )
             start = time.monotonic()
             made = fleet.run(args.seconds, args.rate, 900.0, args.violating)
+            if spy is not None:
+                spy.wait(60)
             done = fleet.wait_acked(300)
             rows1 = _rows(pg.url)
             s1, a1 = cpu()

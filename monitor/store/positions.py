@@ -14,12 +14,14 @@ from monitor.domain import DeviceEvent, Fix, Rejection
 
 __all__ = [
     "accounted_seqs",
+    "accounted_seqs_many",
     "insert_events",
     "insert_fixes",
     "insert_rejections",
     "insert_transitions",
     "load_acks",
     "recent_fixes",
+    "recent_fixes_many",
     "rejected_page",
     "save_acks",
     "subject_events",
@@ -132,6 +134,26 @@ async def accounted_seqs(conn: Conn, device_id: str, above: int) -> set[int]:
     return {int(r["seq"]) for r in await cur.fetchall()}
 
 
+async def accounted_seqs_many(conn: Conn, above: dict[str, int]) -> dict[str, set[int]]:
+    """`accounted_seqs` for many devices in one statement (each above its own seq)."""
+    if not above:
+        return {}
+    cur = await conn.execute(
+        "WITH w (device_id, upto) AS (SELECT * FROM unnest(%(d)s::text[], %(s)s::bigint[]))"
+        " SELECT x.device_id, x.seq FROM w JOIN fixes x"
+        "   ON x.device_id = w.device_id AND x.seq > w.upto"
+        " UNION SELECT x.device_id, x.seq FROM w JOIN device_events x"
+        "   ON x.device_id = w.device_id AND x.seq > w.upto"
+        " UNION SELECT x.device_id, x.seq FROM w JOIN rejected_messages x"
+        "   ON x.device_id = w.device_id AND x.seq > w.upto",
+        {"d": list(above), "s": list(above.values())},
+    )
+    found: dict[str, set[int]] = {d: set() for d in above}
+    for r in await cur.fetchall():
+        found[r["device_id"]].add(int(r["seq"]))
+    return found
+
+
 async def save_acks(conn: Conn, acks: dict[str, int]) -> None:
     if not acks:
         return
@@ -155,6 +177,26 @@ async def recent_fixes(
     rows = await cur.fetchall()
     rows.reverse()
     return rows
+
+
+async def recent_fixes_many(
+    conn: Conn, before: dict[str, datetime], limit: int
+) -> dict[str, list[dict[str, Any]]]:
+    """`recent_fixes` for many subjects (each before its own instant) in one statement."""
+    if not before:
+        return {}
+    cur = await conn.execute(
+        "SELECT f.* FROM unnest(%s::uuid[], %s::timestamptz[]) AS w (subject_id, before)"
+        f" CROSS JOIN LATERAL (SELECT {_FIX_COLS} FROM fixes"
+        "   WHERE subject_id = w.subject_id AND t < w.before ORDER BY t DESC LIMIT %s) f",
+        (list(before), list(before.values()), limit),
+    )
+    found: dict[str, list[dict[str, Any]]] = {s: [] for s in before}
+    for r in await cur.fetchall():
+        found[str(r["subject_id"])].append(r)
+    for rows in found.values():
+        rows.sort(key=lambda r: r["t"])  # oldest first; the join does not promise an order
+    return found
 
 
 async def _time_page(
