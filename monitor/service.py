@@ -56,7 +56,7 @@ from monitor.rules.engine import (
     rejudge_window,
 )
 from monitor.rules.events import judge as judge_event
-from monitor.rules.liveness import DeviceStatus, LivenessState
+from monitor.rules.liveness import DeviceStatus, LivenessChange, LivenessState
 from monitor.rules.liveness import Policy as LivenessPolicy
 from monitor.rules.liveness import judge_all as judge_liveness
 from monitor.rules.plausibility import DeviceCheck
@@ -82,6 +82,8 @@ UPDATE_EVERY_S = 10.0
 # How many stored fixes warm a subject's rule state when the process first meets it.
 _WARM_FIXES = 20
 _REJUDGE_LIMIT = 20_000
+# Devices judged by liveness between two yields to the event loop.
+_LIVENESS_SLICE = 2_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +126,9 @@ class _Heard:
     no_fix_at: datetime | None = None
     battery: int | None = None
     charging: bool = False
+
+
+_NOT_HEARD = _Heard()  # read only: a device never heard from
 
 
 @dataclass(frozen=True, slots=True)
@@ -1000,38 +1005,29 @@ class Ingest:
         """Silence is never compliance: devices not heard for their interval, without
         fixes, or with a flat battery raise alerts, each with its clear."""
         now = self._clock()
-        statuses = []
-        for device in self._devices.values():
-            if device.subject_id is None or device.assigned_at is None:
-                continue
-            heard = self._heard.get(device.device_id, _Heard())
-            # Phones running OwnTracks report on movement: four hours of silence (as
-            # Smart Astana used) before it counts as lost.
-            upload_s = 4 * 3600.0 if device.kind == "owntracks" else device.upload_interval_s
-            statuses.append(
-                DeviceStatus(
-                    device_id=device.device_id,
-                    monitored_since=max(device.assigned_at, self._started_at),
-                    upload_interval_s=upload_s,
-                    fix_interval_s=max(device.fix_interval_s, upload_s / 4)
-                    if device.kind == "owntracks"
-                    else device.fix_interval_s,
-                    last_upload_at=heard.upload_at,
-                    last_fix_t=heard.fix_t,
-                    no_fix_at=heard.no_fix_at,
-                    battery_pct=heard.battery,
-                    charging=heard.charging,
-                )
-            )
-        states, changes = judge_liveness(
-            statuses,
-            self._liveness,
-            now,
-            LivenessPolicy(
-                comms_buffer_s=self._settings.comms_buffer_s,
-                location_loss_s=self._settings.location_loss_s,
-            ),
+        policy = LivenessPolicy(
+            comms_buffer_s=self._settings.comms_buffer_s,
+            location_loss_s=self._settings.location_loss_s,
         )
+        devices = [
+            d
+            for d in self._devices.values()
+            if d.subject_id is not None and d.assigned_at is not None
+        ]
+        states: dict[str, LivenessState] = {}
+        changes: list[LivenessChange] = []
+        for i in range(0, len(devices), _LIVENESS_SLICE):
+            found_states, found = judge_liveness(
+                [self._status(d) for d in devices[i : i + _LIVENESS_SLICE]],
+                self._liveness,
+                now,
+                policy,
+            )
+            states.update(found_states)
+            changes += found
+            # 100,000 devices take about a second to judge: in slices, so that the batch
+            # loop and the websockets are never held up for more than a few milliseconds.
+            await asyncio.sleep(0)
         if changes:
             async with self._pool.connection() as conn, conn.transaction():
                 for change in changes:
@@ -1047,6 +1043,28 @@ class Ingest:
                         info={"reason": change.reason, "since": iso(change.since)},
                     )
         self._liveness = dict(states)
+
+    def _status(self, device: DeviceInfo) -> DeviceStatus:
+        """What liveness judges of one device."""
+        assert device.assigned_at is not None
+        heard = self._heard.get(device.device_id) or _NOT_HEARD
+        # Phones running OwnTracks report on movement: four hours of silence (as Smart
+        # Astana used) before it counts as lost.
+        phone = device.kind == "owntracks"
+        upload_s = 4 * 3600.0 if phone else device.upload_interval_s
+        return DeviceStatus(
+            device_id=device.device_id,
+            monitored_since=max(device.assigned_at, self._started_at),
+            upload_interval_s=upload_s,
+            fix_interval_s=max(device.fix_interval_s, upload_s / 4)
+            if phone
+            else device.fix_interval_s,
+            last_upload_at=heard.upload_at,
+            last_fix_t=heard.fix_t,
+            no_fix_at=heard.no_fix_at,
+            battery_pct=heard.battery,
+            charging=heard.charging,
+        )
 
     async def _insert_alert(self, conn: Conn, alert: alert_store.NewAlert) -> dict[str, Any]:
         """Open an alert: the configured severity for its kind, and marked suspended when
