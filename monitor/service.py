@@ -512,10 +512,10 @@ class Ingest:
             changes: list[AlertChange] = []
             warm = await self._warm_subjects(conn, fixes_by_subject)
             for subject, fixes in fixes_by_subject.items():
-                book = await self._book(conn, subject)
+                book = self._books.get(subject)
                 if book is None:
-                    continue
-                state = warm.get(subject) or await self._state(conn, book, min(f.t for f in fixes))
+                    continue  # no such subject any more
+                state = warm[subject] if subject in warm else self._states[subject]
                 late = [f for f in fixes if state.last_t is not None and f.t < state.last_t]
                 if late:
                     # A late upload is judged with the stored fixes around it, so a backlog
@@ -580,9 +580,10 @@ class Ingest:
         self, conn: Conn, fixes_by_subject: dict[str, list[Fix]]
     ) -> dict[str, SubjectState]:
         """The rule books of this batch's subjects that this process has not met yet, and
-        their rule state rebuilt from their last stored fixes (as `_state` does for one),
-        each in one query for the whole batch: after a restart with 100,000 subjects,
-        a few round trips per subject would leave the service minutes behind."""
+        their rule state, each in one query for the whole batch: after a restart with
+        100,000 subjects, a few round trips per subject would leave the service minutes
+        behind. The state is rebuilt from the subject's last stored fixes before the
+        batch, so a restart neither forgets a violation nor raises it twice."""
         cold_books = [s for s in fixes_by_subject if s not in self._books]
         if cold_books:
             if self._shared is None:
@@ -600,17 +601,6 @@ class Ingest:
             )[0]
             for s, found in rows.items()
         }
-
-    async def _state(self, conn: Conn, book: RuleBook, before: datetime) -> SubjectState:
-        state = self._states.get(book.subject_id)
-        if state is not None:
-            return state
-        # First time this process meets the subject: rebuild the episodes from the last
-        # stored fixes, so a restart neither forgets a violation nor raises it twice.
-        rows = await positions.recent_fixes(conn, book.subject_id, before, _WARM_FIXES)
-        warm = [_fix_from_row(r) for r in rows]
-        state, _ = evaluate(book, SubjectState(), warm, self._debounce)
-        return state
 
     async def _find_alert(self, conn: Conn, subject_id: str, episode: Episode) -> str | None:
         for key in (episode.key, episode.supersedes):
