@@ -663,11 +663,18 @@ class Ingest:
         for i, c in enumerate(changes):
             if c.change is Change.UPDATE:
                 last_update[c.episode.key] = i
+        # An episode opened in this batch is opened with its latest detail: one event on
+        # the operators' screens, not an alert and at once its update.
+        opening = {c.episode.key for c in changes if c.change is Change.OPEN}
         for i, found in enumerate(changes):
             ep = found.episode
-            if found.change is Change.UPDATE and last_update.get(ep.key) != i:
+            if found.change is Change.UPDATE and (
+                last_update.get(ep.key) != i or ep.key in opening
+            ):
                 continue
             detail = _episode_detail(found)
+            if found.change is Change.OPEN and last_update.get(ep.key, -1) > i:
+                detail = _episode_detail(changes[last_update[ep.key]])
             c = found
             if c.change is Change.OPEN and await self._episode_alert(conn, c) is not None:
                 # Already alerted (a rule change judged fixes again, or a restart replayed
