@@ -208,19 +208,34 @@ def judge(
     by_device: dict[str, list[Fix]] = {}
     for f in fixes:
         by_device.setdefault(f.device_id, []).append(f)
+    split: dict[str, tuple[DeviceCheck, list[Fix], list[Fix]]] = {}
+    previous: dict[str, Fix] = {}
     for device_id, own in by_device.items():
         check = checks.get(device_id, DeviceCheck())
         ordered = _order(own)
         if check.last is not None:
             live = [f for f in ordered if _at(f) >= _at(check.last)]
             late = [f for f in ordered if _at(f) < _at(check.last)]
+            previous[device_id] = check.last
         else:
             live, late = ordered, []
-        previous = {device_id: check.last} if check.last is not None else None
-        flags = impossible_speeds(live, limits, previous) + future_fixes(live, limits)
-        flags += impossible_speeds(late, limits) + future_fixes(late, limits)
+        split[device_id] = (check, live, late)
+    # Every device's chain at once (one vectorised call for the whole batch, not one per
+    # device): live fixes continue from the device's last checked fix, late ones are
+    # checked among themselves.
+    all_live = [f for _, live, _ in split.values() for f in live]
+    all_late = [f for _, _, late in split.values() for f in late]
+    flags_of: dict[str, list[Flag]] = {}
+    for flag in [
+        *impossible_speeds(all_live, limits, previous),
+        *future_fixes(all_live, limits),
+        *impossible_speeds(all_late, limits),
+        *future_fixes(all_late, limits),
+    ]:
+        flags_of.setdefault(flag.fix.device_id, []).append(flag)
+    for device_id, (check, live, late) in split.items():
         flagged_fixes: dict[tuple[datetime, int], list[Flag]] = {}
-        for flag in flags:
+        for flag in flags_of.get(device_id, []):
             flagged_fixes.setdefault(_at(flag.fix), []).append(flag)
         is_open, plausible = check.flagged, check.plausible
         late_flags = [fl for f in late for fl in flagged_fixes.get(_at(f), [])]
