@@ -506,7 +506,7 @@ def baseline(pg: Postgres, broker: Mosquitto, ids: list[str], args: argparse.Nam
     fleet = Fleet(broker.port, ids, args.per_upload, args.fix_interval, 0.0, 0.0)
     report = Reporter("baseline", None)
     start = time.monotonic()
-    made = fleet.run(args.seconds, args.rate, report)
+    made = fleet.run(args.baseline_seconds or args.seconds, args.rate, report)
     done = fleet.wait_acked(300, report)
     fleet.close()
     stop.set()
@@ -534,7 +534,7 @@ def _table_counts(url: str) -> dict[str, int]:
         return out
 
 
-def enrol(pg: Postgres, api: Api, n: int) -> None:
+def enrol(pg: Postgres, api: Api, n: int, fix_s: float, upload_s: float) -> None:
     """One template subject through the API exactly as an operator would (subject,
     yellow status with its home, unsigned bracelet), then SQL clones of it to `n` in
     all, into every table the API wrote (checked: the bench stops if the API writes a
@@ -586,6 +586,13 @@ def enrol(pg: Postgres, api: Api, n: int) -> None:
     with psycopg.connect(pg.url) as conn:
         for sql in statements:
             conn.execute(sql, {"n": n, "sid": sid})
+        # The intervals the fleet keeps (an operator sets them with `set_interval`), so
+        # liveness expects an upload every `upload_s`, not the default minute.
+        conn.execute(
+            "UPDATE devices SET fix_interval_s = %s, upload_interval_s = %s"
+            " WHERE device_id LIKE 'BP-%%'",
+            (max(1, round(fix_s)), max(1, round(upload_s))),
+        )
         conn.execute("ANALYZE subjects, zones, subject_statuses, devices")
     counts = _table_counts(pg.url)
     for table in CLONED:
@@ -796,6 +803,11 @@ def main() -> None:
         help="run the bare consumer first (as long as the service run)",
     )
     ap.add_argument(
+        "--baseline-seconds",
+        type=float,
+        help="how long the bare consumer runs (default: --seconds); a soak can keep it short",
+    )
+    ap.add_argument(
         "--check",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -845,7 +857,16 @@ def main() -> None:
         service.start()
         try:
             api = Api.login(service.base_url, "admin", "bench-admin")
-            timed(f"enrolment  {args.devices:,} subjects", lambda: enrol(pg, api, args.devices))
+            timed(
+                f"enrolment  {args.devices:,} subjects",
+                lambda: enrol(
+                    pg,
+                    api,
+                    args.devices,
+                    args.fix_interval,
+                    args.devices * args.per_upload / args.rate,
+                ),
+            )
 
             def restart() -> None:
                 service.stop()
