@@ -23,7 +23,7 @@ fixes after the last flag clear it: every alert kind has its clear.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -113,9 +113,15 @@ def impossible_speeds(
             ):
                 chain.append(before)
         chain.append(f)
+    return _speed_flags(chains.values(), limits)
+
+
+def _speed_flags(chains: Iterable[Sequence[Fix]], limits: Limits) -> list[Flag]:
+    """Speed flags along chains of fixes already in fix-time order, each of one device
+    and without the sources speeds ignore: one geodesic distance call for them all."""
     a: list[Fix] = []
     b: list[Fix] = []
-    for chain in chains.values():
+    for chain in chains:
         a.extend(chain[:-1])
         b.extend(chain[1:])
     if not a:
@@ -148,8 +154,12 @@ def impossible_speeds(
 
 def future_fixes(fixes: Sequence[Fix], limits: Limits = Limits()) -> list[Flag]:
     """Fixes stamped more than `future_tolerance_s` after they were received."""
+    return _future(_order(fixes), limits)
+
+
+def _future(fixes: Iterable[Fix], limits: Limits) -> list[Flag]:
     flags = []
-    for f in _order(fixes):
+    for f in fixes:
         ahead = (f.t - f.received_at).total_seconds()
         if ahead > limits.future_tolerance_s:
             reason = (
@@ -223,14 +233,22 @@ def judge(
     # Every device's chain at once (one vectorised call for the whole batch, not one per
     # device): live fixes continue from the device's last checked fix, late ones are
     # checked among themselves.
+    ignored = limits.ignore_sources
+    live_chains = []
+    late_chains = []
+    for device_id, (_, live, late) in split.items():
+        before = previous.get(device_id)
+        head = [before] if before is not None and before.src not in ignored else []
+        live_chains.append(head + [f for f in live if f.src not in ignored])
+        late_chains.append([f for f in late if f.src not in ignored])
     all_live = [f for _, live, _ in split.values() for f in live]
     all_late = [f for _, _, late in split.values() for f in late]
     flags_of: dict[str, list[Flag]] = {}
     for flag in [
-        *impossible_speeds(all_live, limits, previous),
-        *future_fixes(all_live, limits),
-        *impossible_speeds(all_late, limits),
-        *future_fixes(all_late, limits),
+        *_speed_flags(live_chains, limits),
+        *_future(all_live, limits),
+        *_speed_flags(late_chains, limits),
+        *_future(all_late, limits),
     ]:
         flags_of.setdefault(flag.fix.device_id, []).append(flag)
     for device_id, (check, live, late) in split.items():

@@ -147,3 +147,40 @@ def test_a_late_fix_is_checked_but_moves_nothing() -> None:
     new, outcomes = judge(checks, [late_ok, late_wild])
     assert [(o.flag.problem if o.flag else None) for o in outcomes] == [Problem.FUTURE]
     assert new["BR-1"].last == checks["BR-1"].last
+
+
+@PROPERTY
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["BR-1", "BR-2", "BR-3"]),
+            st.floats(-3000, 3000),
+            st.integers(0, 600),
+            st.sampled_from(["gnss", "gnss", "cell", "beacon"]),
+            st.floats(-5, 90),
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    st.integers(0, 29),
+)
+def test_a_batch_of_many_devices_is_judged_as_each_device_alone(
+    rows: list[tuple[str, float, int, str, float]], cut: int
+) -> None:
+    # The batch path checks every device's chain in one vectorised call; grouping must not
+    # change a single decision: two batches of all devices decide as each device's own.
+    fixes = [
+        fix(east, s, i + 1, src=src, device=device, received_after_s=after)
+        for i, (device, east, s, src, after) in enumerate(rows)
+    ]
+    first, second = fixes[: cut % len(fixes)], fixes[cut % len(fixes) :]
+    checks, outcomes = judge({}, first)
+    checks, later = judge(checks, second)
+    together = sorted((o.device_id, o.clears, o.reason, o.fix.seq) for o in [*outcomes, *later])
+    alone = []
+    for device in {f.device_id for f in fixes}:
+        own_checks, own = judge({}, [f for f in first if f.device_id == device])
+        own_checks, own_later = judge(own_checks, [f for f in second if f.device_id == device])
+        assert own_checks.get(device) == checks.get(device)
+        alone += [(o.device_id, o.clears, o.reason, o.fix.seq) for o in [*own, *own_later]]
+    assert together == sorted(alone)
