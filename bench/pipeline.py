@@ -347,16 +347,23 @@ class _OperatorLoop:
         self.upload = array("d")
         self.received = array("d")
         self.events = 0
+        self.repeats = 0  # events of an alert that carried no new fix
         self.kinds: Counter[str] = Counter()
         self.closes: Counter[str] = Counter()
 
-    def _record(self, alert: dict[str, Any], now_ms: float, seen: set[str]) -> None:
+    def _record(self, alert: dict[str, Any], now_ms: float, seen: dict[str, Any]) -> None:
         self.events += 1
         self.kinds[str(alert.get("kind"))] += 1
-        first = alert.get("id") not in seen
-        seen.add(str(alert.get("id")))
+        alert_id = str(alert.get("id"))
+        first = alert_id not in seen
         last = (alert.get("detail") or {}).get("last_fix") or {}
+        known = seen.get(alert_id)
+        seen[alert_id] = (last.get("seq"), last.get("t"))
         if not last.get("t"):
+            return
+        if not first and known == seen[alert_id]:
+            # No new fix: an escalation, an acknowledgement, a note. Not a fix's latency.
+            self.repeats += 1
             return
         t = _ms(last["t"])
         (self.fix_open if first else self.fix_update).append((now_ms - t) / 1000)
@@ -370,7 +377,7 @@ class _OperatorLoop:
 
     async def _one(self, started: list[int]) -> None:
         after: int | None = None
-        seen: set[str] = set()
+        seen: dict[str, Any] = {}  # alert id -> the last fix its latest event carried
         counted = False
         while not self.stop.is_set():
             url = self.url + (f"&after={after}" if after is not None else "")
@@ -421,6 +428,7 @@ class _OperatorLoop:
 
         return {
             "events": self.events,
+            "repeats": self.repeats,
             "kinds": dict(self.kinds),
             "closes": dict(self.closes),
             "fix": figures(self.fix_open + self.fix_update),
@@ -920,7 +928,11 @@ def main() -> None:
             )
             print(_latency_line("fix-to-operator (last_fix.t), all", results["fix"]))
             print(_latency_line("  events opening an alert", results["fix_open"]))
-            print(_latency_line("  later events", results["fix_update"]))
+            print(_latency_line("  later events with a new fix", results["fix_update"]))
+            print(
+                f"  {results['repeats']:,} events carried no new fix (escalations,"
+                " acknowledgements): not counted in the latencies"
+            )
             print(_latency_line("upload-to-operator (publish time)", results["upload"]))
             print(_latency_line("received_at-to-operator", results["received"]))
             print(f"memory     service RSS {rss_mb(pid):.0f} MiB")
