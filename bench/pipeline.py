@@ -811,6 +811,13 @@ def main() -> None:
         help="run the bare consumer first (as long as the service run)",
     )
     ap.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="MONITOR_X=VALUE",
+        help="a setting for the service (repeatable), e.g. MONITOR_BATCH_MAX_MESSAGES=200",
+    )
+    ap.add_argument(
         "--baseline-seconds",
         type=float,
         help="how long the bare consumer runs (default: --seconds); a soak can keep it short",
@@ -859,6 +866,7 @@ def main() -> None:
                 "MONITOR_ADMIN_PASSWORD": "bench-admin",
                 "MONITOR_LOG_LEVEL": "WARNING",
                 "MONITOR_INSTANCE": "bench-svc",
+                **dict(kv.split("=", 1) for kv in args.service_env),
             },
             work / "svc",
         )
