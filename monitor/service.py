@@ -1084,45 +1084,30 @@ class Ingest:
         """Critical alerts left unacknowledged are escalated (an alert event of their own,
         pushed again to every operator), once per escalation period, up to three times."""
         after = self._settings.escalate_after_s
-        due = (
-            "state = 'open' AND severity = 'critical' AND cleared_at IS NULL"
-            " AND detail->'suspended' IS NULL"
-            " AND coalesce((detail->>'escalation_level')::int, 0) < 3"
-            " AND coalesce((detail->>'escalated_at')::timestamptz, created_at)"
-            "     < clock_timestamp() - make_interval(secs => %s)"
-        )
-        async with self._pool.connection() as conn:
-            async with conn.transaction():  # ended here: each escalation commits alone
-                cur = await conn.execute(
-                    f"SELECT id FROM alerts WHERE {due} ORDER BY alert_no", (after,)
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT id, coalesce((detail->>'escalation_level')::int, 0) AS level FROM alerts"
+                " WHERE state = 'open' AND severity = 'critical' AND cleared_at IS NULL"
+                " AND detail->'suspended' IS NULL"
+                " AND coalesce((detail->>'escalation_level')::int, 0) < 3"
+                " AND coalesce((detail->>'escalated_at')::timestamptz, created_at)"
+                "     < clock_timestamp() - make_interval(secs => %s)"
+                " ORDER BY alert_no FOR UPDATE SKIP LOCKED",
+                (after,),
+            )
+            for row in await cur.fetchall():
+                now = self._clock()
+                await alert_store.record_change(
+                    conn,
+                    str(row["id"]),
+                    "escalated",
+                    None,
+                    detail_patch={
+                        "escalated_at": iso(now),
+                        "escalation_level": int(row["level"]) + 1,
+                    },
                 )
-                ids = [str(r["id"]) for r in await cur.fetchall()]
-            for alert_id in ids:
-                # One short transaction per alert: an alert event holds the event-id lock
-                # until commit, and a batch of fixes waiting behind a hundred escalations
-                # would reach the operators late. Still due, and not taken by another
-                # process meanwhile?
-                async with conn.transaction():
-                    cur = await conn.execute(
-                        "SELECT coalesce((detail->>'escalation_level')::int, 0) AS level"
-                        f" FROM alerts WHERE id = %s AND {due} FOR UPDATE SKIP LOCKED",
-                        (alert_id, after),
-                    )
-                    row = await cur.fetchone()
-                    if row is None:
-                        continue
-                    now = self._clock()
-                    await alert_store.record_change(
-                        conn,
-                        alert_id,
-                        "escalated",
-                        None,
-                        detail_patch={
-                            "escalated_at": iso(now),
-                            "escalation_level": int(row["level"]) + 1,
-                        },
-                    )
-                log.warning("alert %s escalated to level %d", alert_id, int(row["level"]) + 1)
+                log.warning("alert %s escalated to level %d", row["id"], int(row["level"]) + 1)
 
     async def _integrity_alert(
         self, conn: Conn, device_id: str, fault: str, rejection: Rejection
