@@ -305,15 +305,24 @@ class _Backend:
         self.fixes: dict[str, list[dict[str, Any]]] = {}
         self.alerts: dict[str, list[dict[str, Any]]] = {}
         self.devices: dict[str, dict[str, Any] | None] = {}
+        self.unknown_subjects: dict[str, str] = {}  # subject id -> why
 
     def load(
         self, subjects: Iterable[str], devices: Iterable[str], alerts_for: Iterable[str]
     ) -> None:
         def fixes(subject: str) -> None:
-            self.fixes[subject] = list(self.api.all_fixes(subject, REASON))
+            try:
+                self.fixes[subject] = list(self.api.all_fixes(subject, REASON))
+            except ApiError as exc:
+                self._unknown(subject, exc)
+                self.fixes[subject] = []
 
         def alerts(subject: str) -> None:
-            self.alerts[subject] = list(self.api.all_alerts(REASON, subject))
+            try:
+                self.alerts[subject] = list(self.api.all_alerts(REASON, subject))
+            except ApiError as exc:
+                self._unknown(subject, exc)
+                self.alerts[subject] = []
 
         def device(device_id: str) -> None:
             try:
@@ -332,6 +341,13 @@ class _Backend:
         with ThreadPoolExecutor(max_workers=max(1, self.workers)) as pool:
             for future in [pool.submit(fn, arg) for fn, arg in jobs]:
                 future.result()
+
+    def _unknown(self, subject: str, exc: ApiError) -> None:
+        """A subject the API does not know (404) or whose id it refuses (422) is a
+        difference to report, not a failure of the check: anything else propagates."""
+        if exc.status not in (404, 422):
+            raise exc
+        self.unknown_subjects[subject] = f"the API knows no such subject ({exc.status})"
 
     def device_fixes(self, subject: str, device_id: str) -> list[dict[str, Any]]:
         return [
@@ -389,6 +405,8 @@ def run_check(
     backend.load(fix_subjects, [], alert_subjects)
 
     findings: list[tuple[str, Finding]] = []
+    for unknown, why in sorted(backend.unknown_subjects.items()):
+        findings.append(("subjects", Finding("FAIL", unknown, why)))
     if state_dir is not None:
         for device_id, entry in sorted(entries.items()):
             if entry.journal and device_id not in journals:
@@ -460,7 +478,7 @@ def _print(
 ) -> None:
     failed = [f for _, f in findings if f.failed]
     width = max((len(f.where) for _, f in findings), default=10)
-    for section in ("journals", "expectations"):
+    for section in ("subjects", "journals", "expectations"):
         rows = [f for s, f in findings if s == section]
         if not rows:
             continue

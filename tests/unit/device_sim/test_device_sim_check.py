@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from device_sim.api import OperatorClient
+from device_sim.api import ApiError, OperatorClient
 from device_sim.check import judge_alert, judge_device, judge_fixes, judge_journal, run_check
 from device_sim.expect import (
     AlertExpectation,
@@ -235,6 +235,12 @@ class FakeApi(OperatorClient):
         self._fixes = fixes
         self._alerts = alerts
         self.devices_known: dict[str, dict[str, Any]] = {}
+        self.refusing: dict[str, int] = {}  # subject id -> the status the API answers
+
+    def _refuse(self, subject_id: str | None) -> None:
+        if subject_id in self.refusing:
+            path = f"/api/v1/subjects/{subject_id}"
+            raise ApiError("GET", path, self.refusing[subject_id], "no such subject")
 
     def device(self, device_id: str) -> dict[str, Any]:
         return self.devices_known[device_id]
@@ -242,11 +248,13 @@ class FakeApi(OperatorClient):
     def all_fixes(
         self, subject_id: str, reason: str, page: int = 10_000
     ) -> Iterator[dict[str, Any]]:
+        self._refuse(subject_id)
         yield from self._fixes.get(subject_id, [])
 
     def all_alerts(
         self, reason: str, subject_id: str | None = None, page: int = 1000
     ) -> Iterator[dict[str, Any]]:
+        self._refuse(subject_id)
         yield from (a for a in self._alerts if a["subject_id"] == subject_id)
 
 
@@ -314,3 +322,17 @@ def test_a_device_whose_journal_is_missing_is_a_difference(tmp_path: Path) -> No
     out = io.StringIO()
     assert run_check(api, expect, tmp_path / "elsewhere", out) == 1
     assert "BR-1: no journal under" in out.getvalue()
+
+
+def test_an_expectation_naming_an_unknown_subject_is_a_difference(tmp_path: Path) -> None:
+    # A subject the API does not know is something the check reports (exit 1), not a
+    # failure of the API (exit 2); a server error still is one.
+    api, expect = _setup(tmp_path, [1, 2, 3, 4, 5])
+    expect.expectations.append(_expect(scenario="gone", subject_id="s-gone", kind="tamper"))
+    api.refusing["s-gone"] = 404
+    out = io.StringIO()
+    assert run_check(api, expect, tmp_path, out) == 1
+    assert "s-gone  the API knows no such subject (404)" in out.getvalue()
+    api.refusing["s-gone"] = 500
+    with pytest.raises(ApiError):
+        run_check(api, expect, tmp_path, io.StringIO())
