@@ -60,6 +60,7 @@ from monitor.rules.events import judge as judge_event
 from monitor.rules.liveness import DeviceStatus, LivenessChange, LivenessState
 from monitor.rules.liveness import Policy as LivenessPolicy
 from monitor.rules.liveness import judge_all as judge_liveness
+from monitor.rules.margins import Margins, Measured
 from monitor.rules.plausibility import DeviceCheck
 from monitor.rules.plausibility import judge as judge_plausibility
 from monitor.rules.transitions import transitions
@@ -153,6 +154,10 @@ class _Batch:
     accounted: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
     uploaded: set[str] = field(default_factory=set)  # devices owed an ack
     integrity: list[tuple[str, str, Rejection]] = field(default_factory=list)
+    # No fix could be stored already: every seq is above its device's watermark and
+    # not among those accounted above it (a seq at or below may be a late record that a
+    # data gap skipped, or a resend; a fix without seq is matched by time alone).
+    fresh: bool = True
 
 
 class Ingest:
@@ -262,6 +267,13 @@ class Ingest:
             items = [first]
             deadline = asyncio.get_running_loop().time() + max_wait
             while len(items) < max_n:
+                # What is queued already is taken at once; waiting (a timer per call) only
+                # when the queue is empty, so a backlog costs no more than a trickle.
+                try:
+                    items.append(self._queue.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
                 timeout = deadline - asyncio.get_running_loop().time()
                 if timeout <= 0:
                     break
@@ -435,6 +447,8 @@ class Ingest:
                 # Seqs above the watermark are known exactly: skip those already stored.
                 if f.seq is None or f.seq not in wm.above:
                     batch.fixes.append((f, device.subject_at(f.t)))
+                    if f.seq is None or f.seq <= wm.upto:
+                        batch.fresh = False
             for e in upload.events:
                 if e.seq is None or e.seq not in wm.above:
                     batch.events.append((e, device.subject_at(e.t)))
@@ -479,6 +493,7 @@ class Ingest:
             self._reject(batch, msg, f"OwnTracks payload: {exc}", device_id)
             return
         if fix is not None:
+            batch.fresh = False  # no seq: a redelivery is only recognised by the index
             batch.fixes.append((fix, device.subject_at(fix.t)))
         if event is not None:
             batch.events.append((event, device.subject_at(event.t)))
@@ -487,7 +502,7 @@ class Ingest:
         now = self._clock()
         async with self._pool.connection() as conn, conn.transaction():
             batch = await self._sort(conn, messages)
-            new_fixes = await positions.insert_fixes(conn, batch.fixes)
+            new_fixes = await positions.insert_fixes(conn, batch.fixes, fresh=batch.fresh)
             new_events = await positions.insert_events(conn, batch.events)
             await positions.insert_rejections(conn, batch.rejections)
 
@@ -512,6 +527,17 @@ class Ingest:
             inside: dict[str, dict[str, bool]] = {}
             changes: list[AlertChange] = []
             warm = await self._warm_subjects(conn, fixes_by_subject)
+            # The batch's geometry in a few array calls for all its subjects, rather than
+            # a few per subject (late fixes, judged with stored ones, measure their own).
+            margins = Margins.measure(
+                Measured(
+                    self._books[s],
+                    fixes,
+                    (warm[s] if s in warm else self._states[s]).last_fixes,
+                )
+                for s, fixes in fixes_by_subject.items()
+                if s in self._books
+            )
             for subject, fixes in fixes_by_subject.items():
                 book = self._books.get(subject)
                 if book is None:
@@ -528,9 +554,11 @@ class Ingest:
                     state = windowed or state
                     changes += found
                 live = [f for f in fixes if state.last_t is None or f.t >= state.last_t]
-                states[subject], found = evaluate(book, state, live, self._debounce)
+                states[subject], found = evaluate(book, state, live, self._debounce, margins)
                 changes += found
-                inside[subject], moved = transitions(book, self._inside.get(subject, {}), live)
+                inside[subject], moved = transitions(
+                    book, self._inside.get(subject, {}), live, margins
+                )
                 await positions.insert_transitions(conn, subject, moved)
             proximity = await self._proximity(conn, fixes_by_subject, batch, new_fixes, changes)
             spoofing = await self._plausibility(

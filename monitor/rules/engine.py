@@ -57,6 +57,7 @@ from geofences.model import (
 )
 from monitor.domain import Fix
 from monitor.rules.book import SHARED_INDEX_MIN, ProximityRule, Rule, RuleBook, zone_rule
+from monitor.rules.margins import Margins
 
 __all__ = [
     "AlertChange",
@@ -162,11 +163,15 @@ def decide(wrong_m: float, acc: float) -> Decision:
     return Decision.POSSIBLE
 
 
-def _decide(rule: Rule, fixes: Sequence[Fix]) -> tuple[list[Decision], np.ndarray]:
-    lon = np.fromiter((f.lon for f in fixes), dtype=np.float64, count=len(fixes))
-    lat = np.fromiter((f.lat for f in fixes), dtype=np.float64, count=len(fixes))
+def _decide(
+    rule: Rule, fixes: Sequence[Fix], margins: Margins | None = None
+) -> tuple[list[Decision], np.ndarray]:
     acc = np.fromiter((f.acc for f in fixes), dtype=np.float64, count=len(fixes))
-    margin = np.asarray(margin_m(rule.shape, lon, lat), dtype=np.float64)
+    margin = margins.margins(rule.shape, fixes) if margins is not None else None
+    if margin is None:
+        lon = np.fromiter((f.lon for f in fixes), dtype=np.float64, count=len(fixes))
+        lat = np.fromiter((f.lat for f in fixes), dtype=np.float64, count=len(fixes))
+        margin = np.asarray(margin_m(rule.shape, lon, lat), dtype=np.float64)
     if rule.home:
         beacon = np.fromiter((f.src == "beacon" for f in fixes), dtype=bool, count=len(fixes))
         margin = np.where(beacon, -np.inf, margin)
@@ -326,7 +331,7 @@ class _Plan:
 
 
 def _prevs(
-    fixes: Sequence[Fix], last_fixes: Mapping[str, Fix]
+    fixes: Sequence[Fix], last_fixes: Mapping[str, Fix], margins: Margins | None = None
 ) -> tuple[list[Fix | None], list[int | None], np.ndarray]:
     """The fix before each one from the same device: the start of its crossing segment."""
     prev: list[Fix | None] = []
@@ -340,12 +345,19 @@ def _prevs(
     paired = [i for i, p in enumerate(prev) if p is not None]
     lengths = np.full(len(fixes), np.nan)
     if paired:
-        starts = [prev[i] for i in paired]
-        lengths[paired] = distance_m(
-            np.array([p.lon for p in starts if p is not None]),
-            np.array([p.lat for p in starts if p is not None]),
-            np.array([fixes[i].lon for i in paired]),
-            np.array([fixes[i].lat for i in paired]),
+        starts = [p for p in prev if p is not None]
+        measured = (
+            margins.lengths(starts, [fixes[i] for i in paired]) if margins is not None else None
+        )
+        lengths[paired] = (
+            measured
+            if measured is not None
+            else distance_m(
+                np.array([p.lon for p in starts]),
+                np.array([p.lat for p in starts]),
+                np.array([fixes[i].lon for i in paired]),
+                np.array([fixes[i].lat for i in paired]),
+            )
         )
     return prev, prev_index, lengths
 
@@ -356,8 +368,9 @@ def _plan(
     episodes: Mapping[str, Episode],
     last_fixes: Mapping[str, Fix],
     keys: frozenset[str] | None,
+    margins: Margins | None = None,
 ) -> _Plan:
-    prev, prev_index, lengths = _prevs(fixes, last_fixes)
+    prev, prev_index, lengths = _prevs(fixes, last_fixes, margins)
     # Decisions for every (fix, rule in force at its time), computed rule by rule over
     # arrays of fixes rather than one geometry call per fix.
     shared = _shared_rules(book, fixes, prev, episodes, keys)
@@ -370,7 +383,7 @@ def _plan(
             by_rule.setdefault(r, []).append(i)
     decided: dict[tuple[int, str], _Judged] = {}
     for rule, idx in by_rule.items():
-        decisions, wrong = _decide(rule, [fixes[i] for i in idx])
+        decisions, wrong = _decide(rule, [fixes[i] for i in idx], margins)
         for j, i in enumerate(idx):
             decided[(i, rule.key)] = _Judged(decisions[j], float(wrong[j]), rule)
     return _Plan(in_force, decided, prev, prev_index, lengths)
@@ -384,10 +397,11 @@ def _run(
     debounce: Debounce,
     late: bool,
     keys: frozenset[str] | None = None,
+    margins: Margins | None = None,
 ) -> list[AlertChange]:
     if not fixes:
         return []
-    plan = _plan(book, fixes, episodes, last_fixes, keys)
+    plan = _plan(book, fixes, episodes, last_fixes, keys, margins)
     return _walk(book, episodes, last_fixes, fixes, plan, debounce, late)
 
 
@@ -499,9 +513,12 @@ def evaluate(
     state: SubjectState,
     fixes: Sequence[Fix],
     debounce: Debounce = Debounce(),
+    margins: Margins | None = None,
 ) -> tuple[SubjectState, list[AlertChange]]:
-    """Judge `fixes` (any order) for the subject; return the new state and alert changes."""
-    return _evaluate(book, state, fixes, debounce, None)
+    """Judge `fixes` (any order) for the subject; return the new state and alert changes.
+    `margins`: the batch's geometry measured beforehand (see monitor.rules.margins); it
+    changes the speed of judging, not its outcome."""
+    return _evaluate(book, state, fixes, debounce, None, margins)
 
 
 def rejudge(
@@ -525,6 +542,7 @@ def _evaluate(
     fixes: Sequence[Fix],
     debounce: Debounce,
     keys: frozenset[str] | None,
+    margins: Margins | None = None,
 ) -> tuple[SubjectState, list[AlertChange]]:
     ordered = _order(fixes)
     if state.last_t is None:
@@ -533,10 +551,10 @@ def _evaluate(
     else:
         late = [f for f in ordered if f.t < state.last_t]
         live = [f for f in ordered if f.t >= state.last_t]
-    changes = _run(book, {}, {}, late, debounce, True, keys) if late else []
+    changes = _run(book, {}, {}, late, debounce, True, keys, margins) if late else []
     episodes = dict(state.episodes)
     last_fixes = dict(state.last_fixes)
-    changes += _run(book, episodes, last_fixes, live, debounce, False, keys)
+    changes += _run(book, episodes, last_fixes, live, debounce, False, keys, margins)
     last_t = live[-1].t if live else state.last_t
     return SubjectState(last_t, episodes, last_fixes), changes
 

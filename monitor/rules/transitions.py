@@ -19,6 +19,7 @@ import numpy as np
 from geofences.model import margin_m
 from monitor.domain import Fix
 from monitor.rules.book import Rule, RuleBook
+from monitor.rules.margins import Margins
 
 __all__ = ["Transition", "transitions"]
 
@@ -36,7 +37,10 @@ def _zone_rules(book: RuleBook, fix: Fix) -> list[Rule]:
 
 
 def transitions(
-    book: RuleBook, inside: Mapping[str, bool], fixes: Sequence[Fix]
+    book: RuleBook,
+    inside: Mapping[str, bool],
+    fixes: Sequence[Fix],
+    margins: Margins | None = None,
 ) -> tuple[dict[str, bool], list[Transition]]:
     """The new sure-inside state per rule key, and the transitions in fix-time order."""
     ordered = sorted(fixes, key=lambda f: (f.t, f.seq or 0))
@@ -49,10 +53,12 @@ def transitions(
             by_rule.setdefault(rule, []).append(i)
     where: dict[tuple[int, str], bool | None] = {}
     for rule, idx in by_rule.items():
-        lon = np.fromiter((ordered[i].lon for i in idx), dtype=np.float64, count=len(idx))
-        lat = np.fromiter((ordered[i].lat for i in idx), dtype=np.float64, count=len(idx))
         acc = np.fromiter((ordered[i].acc for i in idx), dtype=np.float64, count=len(idx))
-        margin = np.asarray(margin_m(rule.shape, lon, lat), dtype=np.float64)
+        margin = margins.margins(rule.shape, [ordered[i] for i in idx]) if margins else None
+        if margin is None:
+            lon = np.fromiter((ordered[i].lon for i in idx), dtype=np.float64, count=len(idx))
+            lat = np.fromiter((ordered[i].lat for i in idx), dtype=np.float64, count=len(idx))
+            margin = np.asarray(margin_m(rule.shape, lon, lat), dtype=np.float64)
         for j, i in enumerate(idx):
             if (rule.home and ordered[i].src == "beacon") or margin[j] <= -acc[j]:
                 where[(i, rule.key)] = True

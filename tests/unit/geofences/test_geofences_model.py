@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from pyproj import Geod
 
 from geofences.geodesy import destination, distance_m, offset
-from geofences.model import Area, Circle, Corridor, bounds, margin_m, segment_crosses
+from geofences.model import Area, Circle, Corridor, bounds, margin_m, margins_m, segment_crosses
 
 GEOD = Geod(ellps="WGS84")
 PROPERTY = settings(database=None, deadline=None, max_examples=40)
@@ -370,3 +370,26 @@ def test_segment_crosses_a_corridor_near_a_bend() -> None:
     c = offset(apex[0], apex[1], -800.0, 500.0)
     d = offset(apex[0], apex[1], 800.0, 500.0)
     assert bool(segment_crosses(road, c[0], c[1], d[0], d[1])) is False
+
+
+def test_margins_of_many_pairs_are_each_pairs_margin() -> None:
+    """margins_m measures (shape, point) pairs of many shapes at once, circles in one
+    array pass: each element is what margin_m says for its own shape and point."""
+    rng = np.random.default_rng(3)
+    circles = [Circle(71.43 + 0.01 * k, 51.12 + 0.01 * k, 100.0 + 50 * k) for k in range(4)]
+    square = Area(shapely.Polygon([(71.40, 51.10), (71.46, 51.10), (71.46, 51.15), (71.40, 51.15)]))
+    shapes = [*circles, square] * 30
+    rng.shuffle(shapes)  # type: ignore[arg-type]
+    lon = rng.uniform(71.38, 71.50, len(shapes))
+    lat = rng.uniform(51.08, 51.18, len(shapes))
+    lon[7] = np.nan
+    got = margins_m(shapes, lon, lat)
+    for i, shape in enumerate(shapes):
+        one = float(margin_m(shape, lon[i], lat[i]))
+        if i == 7:
+            assert np.isnan(got[i])
+            assert np.isnan(one)
+        else:
+            assert got[i] == pytest.approx(one, abs=1e-6)
+    with pytest.raises(ValueError, match="2 shapes for 3 points"):
+        margins_m(shapes[:2], lon[:3], lat[:3])

@@ -27,7 +27,9 @@ from monitor.rules.batch import (
 )
 from monitor.rules.book import RuleBook, SharedZones, StatusOrder, ZoneEntry
 from monitor.rules.engine import Debounce, SubjectState, evaluate
+from monitor.rules.margins import Margins, Measured
 from monitor.rules.schedule import parse
+from monitor.rules.transitions import transitions
 
 PROPERTY = settings(database=None, deadline=None, max_examples=40)
 T0 = datetime(2026, 11, 22, 15, 50, tzinfo=UTC)  # 20:50 in Almaty: a curfew starts soon
@@ -355,3 +357,52 @@ def test_a_warmed_subject_state_goes_in_and_comes_back_out() -> None:
     )
     cleared = with_subject_state(state, table, s, SubjectState())
     assert s not in cleared.episodes
+
+
+@PROPERTY
+@given(st.integers(0, 2**31), st.integers(0, 2**31))
+def test_geometry_measured_for_the_whole_batch_changes_nothing(
+    universe_seed: int, fixes_seed: int
+) -> None:
+    """The service measures a batch's margins and segment lengths for all its subjects
+    at once (Margins) and evaluate and transitions look them up: changes, states and
+    transitions must be those of measuring subject by subject."""
+    books, devices, owner = universe(universe_seed)
+    debounce = Debounce(confirm_fixes=2, confirm_s=60)
+    by_id = {b.subject_id: b for b in books}
+    plain = {b.subject_id: SubjectState() for b in books}
+    memo = {b.subject_id: SubjectState() for b in books}
+    inside_plain: dict[str, dict[str, bool]] = {b.subject_id: {} for b in books}
+    inside_memo: dict[str, dict[str, bool]] = {b.subject_id: {} for b in books}
+    hits = 0
+    for fixes in batches(fixes_seed, devices, 5):
+        mine = {s: [f for f in fixes if owner[f.device_id] == s] for s in by_id}
+        mine = {s: fs for s, fs in mine.items() if fs}
+        margins = Margins.measure(
+            Measured(by_id[s], fs, memo[s].last_fixes) for s, fs in mine.items()
+        )
+        for s, fs in mine.items():
+            plain[s], expected = evaluate(by_id[s], plain[s], fs, debounce)
+            memo[s], found = evaluate(by_id[s], memo[s], fs, debounce, margins)
+            assert found == expected
+            assert memo[s] == plain[s]
+            inside_plain[s], moved = transitions(by_id[s], inside_plain[s], fs)
+            inside_memo[s], moved_memo = transitions(by_id[s], inside_memo[s], fs, margins)
+            assert moved_memo == moved
+            assert inside_memo[s] == inside_plain[s]
+            for rule in by_id[s].own_rules_at(fs[0].t):
+                hits += margins.margins(rule.shape, fs[:1]) is not None
+    assert hits > 0  # the memo was used, not bypassed
+
+
+def test_margins_for_fixes_never_measured_are_not_guessed() -> None:
+    book = universe(7)[0][0]
+    f = Fix("D0-0", 1, T0, *reversed(at(10.0, 20.0)), 5.0, "gnss", T0)
+    other = Fix("D0-0", 2, T0 + timedelta(seconds=10), *reversed(at(30.0, 20.0)), 5.0, "gnss", T0)
+    margins = Margins.measure([Measured(book, [f], {})])
+    for rule in book.own_rules_at(T0):
+        got = margins.margins(rule.shape, [f])
+        assert got is not None
+        assert got[0] == pytest.approx(float(margin_m(rule.shape, f.lon, f.lat)), abs=1e-6)
+        assert margins.margins(rule.shape, [f, other]) is None
+    assert margins.lengths([f], [other]) is None

@@ -1,0 +1,115 @@
+"""The geometry of one batch of fixes, measured at once for every subject in it.
+
+Judging a subject asks for the margin of each of its fixes to each zone in force and
+for the length of each fix's segment from the device's previous fix. Asked subject by
+subject, that is a few small array calls per subject, and with a thousand subjects in a
+batch the calls' fixed cost is most of the work. `Margins.measure` computes them all in
+a handful of array calls first; the engine then looks them up. A lookup that misses (a
+rule or a pair nobody foresaw) makes the engine measure as it would have anyway, so the
+memo changes how fast the engine decides, never what it decides.
+
+Keys are object identities: the memo keeps every shape and fix it measured alive, so an
+identity cannot be reused while the memo exists. It is meant to live for one batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from geofences.geodesy import distance_m
+from geofences.model import Shape, margins_m
+from monitor.domain import Fix
+from monitor.rules.book import RuleBook
+
+__all__ = ["Margins", "Measured"]
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """What one subject's judging will ask for: its book, its fixes, and the last fix of
+    each device before them (the start of each device's first segment)."""
+
+    book: RuleBook
+    fixes: Sequence[Fix]
+    last_fixes: Mapping[str, Fix]
+
+
+class Margins:
+    def __init__(self) -> None:
+        self._margin: dict[tuple[int, int], float] = {}
+        self._length: dict[tuple[int, int], float] = {}
+        self._kept: list[object] = []
+
+    @classmethod
+    def measure(cls, subjects: Iterable[Measured]) -> Margins:
+        """Margins of every fix (and each device's last fix) to every own zone and status
+        rule of its subject in force at any of the fixes' times, and the length of every
+        segment between a device's consecutive fixes in time order."""
+        memo = cls()
+        shapes: list[Shape] = []
+        points: list[Fix] = []
+        starts: list[Fix] = []
+        ends: list[Fix] = []
+        for s in subjects:
+            ordered = sorted(s.fixes, key=lambda f: (f.t, f.seq or 0))
+            if not ordered:
+                continue
+            seen: dict[int, Shape] = {}
+            for t in {f.t for f in ordered}:
+                for rule in s.book.own_rules_at(t):
+                    seen.setdefault(id(rule.shape), rule.shape)
+            measured = [*ordered, *s.last_fixes.values()]
+            for shape in seen.values():
+                shapes += [shape] * len(measured)
+                points += measured
+            previous: dict[str, Fix] = dict(s.last_fixes)
+            for f in ordered:
+                before = previous.get(f.device_id)
+                if before is not None:
+                    starts.append(before)
+                    ends.append(f)
+                previous[f.device_id] = f
+        if shapes:
+            lon = np.fromiter((f.lon for f in points), dtype=np.float64, count=len(points))
+            lat = np.fromiter((f.lat for f in points), dtype=np.float64, count=len(points))
+            values = margins_m(shapes, lon, lat).tolist()
+            for shape, f, v in zip(shapes, points, values, strict=True):
+                memo._margin[(id(shape), id(f))] = v
+        if starts:
+            lengths = distance_m(
+                np.fromiter((f.lon for f in starts), dtype=np.float64, count=len(starts)),
+                np.fromiter((f.lat for f in starts), dtype=np.float64, count=len(starts)),
+                np.fromiter((f.lon for f in ends), dtype=np.float64, count=len(ends)),
+                np.fromiter((f.lat for f in ends), dtype=np.float64, count=len(ends)),
+            ).tolist()
+            for a, b, v in zip(starts, ends, lengths, strict=True):
+                memo._length[(id(a), id(b))] = v
+        memo._kept = [shapes, points, starts, ends]
+        return memo
+
+    def margins(self, shape: Shape, fixes: Sequence[Fix]) -> np.ndarray | None:
+        """Each fix's margin to `shape`, or None unless every one was measured."""
+        key = id(shape)
+        found = self._margin
+        out: list[float] = []
+        for f in fixes:
+            v = found.get((key, id(f)))
+            if v is None:
+                return None
+            out.append(v)
+        return np.array(out, dtype=np.float64)
+
+    def lengths(self, starts: Sequence[Fix], ends: Sequence[Fix]) -> np.ndarray | None:
+        """The length of each segment (starts[i] to ends[i]), or None unless every one
+        was measured."""
+        found = self._length
+        out: list[float] = []
+        for a, b in zip(starts, ends, strict=True):
+            v = found.get((id(a), id(b)))
+            if v is None:
+                return None
+            out.append(v)
+        return np.array(out, dtype=np.float64)
