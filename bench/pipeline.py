@@ -186,6 +186,7 @@ class Fleet:
         self.last_t = [0] * n  # t of its latest fix, ms
         self.squeezed = 0  # uploads whose fixes were brought closer to stay in time order
         self.holding = False  # while set, violators report at home too (the warm-up)
+        self.left = [False] * n  # a violator that has walked out of its radius
         self.published = 0
         self.index = {d: i for i, d in enumerate(ids)}
         self.acked = [0] * n
@@ -215,7 +216,14 @@ class Fleet:
 
     def _upload(self, i: int) -> None:
         device = self.ids[i]
-        lon, lat = self.out if self.bad[i] and not self.holding else HOME
+        away = self.bad[i] and not self.holding
+        lon, lat = self.out if away else HOME
+        # A violator seen at home before walks out over this upload's fixes (90 m per
+        # fix, 9 m/s) rather than jumping 900 m in one fix interval, which plausibility
+        # would rightly call a spoofed position.
+        walk = away and self.sent[i] > 0 and not self.left[i]
+        if away:
+            self.left[i] = True
         first = self.sent[i] + 1
         now_ms = int(time.time() * 1000)
         step = self.interval_ms
@@ -228,8 +236,8 @@ class Fleet:
             {
                 "seq": first + k,
                 "t": now_ms - (n - 1 - k) * step,
-                "lat": lat,
-                "lon": lon,
+                "lat": lat if not walk else HOME[1] + (lat - HOME[1]) * (k + 1) / n,
+                "lon": lon if not walk else HOME[0] + (lon - HOME[0]) * (k + 1) / n,
                 "acc": 5.0,
                 "src": "gnss",
             }

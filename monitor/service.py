@@ -691,6 +691,29 @@ class Ingest:
         row = await cur.fetchone()
         return str(row["id"]) if row else None
 
+    async def _absent_episodes(self, conn: Conn, opening: list[AlertChange]) -> set[str]:
+        """Of the episodes about to open, those surely without an alert (one may exist
+        after a restart or a rule change judged fixes again), in one query for the batch
+        rather than one per episode. Those found join `_episode_alerts`."""
+        unknown = [c for c in opening if c.episode.key not in self._episode_alerts]
+        if not unknown:
+            return set()
+        cur = await conn.execute(
+            "SELECT DISTINCT ON (a.detail->>'episode') a.detail->>'episode' AS episode, a.id"
+            " FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS o(subject_id, rule_key, ep)"
+            " JOIN alerts a ON a.subject_id = o.subject_id AND a.rule_key = o.rule_key"
+            "  AND a.detail->>'episode' = o.ep"
+            " ORDER BY a.detail->>'episode', a.alert_no",
+            (
+                [c.subject_id for c in unknown],
+                [c.episode.rule.key for c in unknown],
+                [c.episode.key for c in unknown],
+            ),
+        )
+        found = {row["episode"]: str(row["id"]) for row in await cur.fetchall()}
+        self._episode_alerts.update(found)
+        return {c.episode.key for c in unknown} - set(found)
+
     async def _apply_changes(self, conn: Conn, changes: list[AlertChange]) -> dict[str, str]:
         opened: dict[str, str] = {}
         now_mono = time.monotonic()
@@ -702,6 +725,7 @@ class Ingest:
         # An episode opened in this batch is opened with its latest detail: one event on
         # the operators' screens, not an alert and at once its update.
         opening = {c.episode.key for c in changes if c.change is Change.OPEN}
+        absent = await self._absent_episodes(conn, [c for c in changes if c.change is Change.OPEN])
         for i, found in enumerate(changes):
             ep = found.episode
             if found.change is Change.UPDATE and (
@@ -712,7 +736,11 @@ class Ingest:
             if found.change is Change.OPEN and last_update.get(ep.key, -1) > i:
                 detail = _episode_detail(changes[last_update[ep.key]])
             c = found
-            if c.change is Change.OPEN and await self._episode_alert(conn, c) is not None:
+            if (
+                c.change is Change.OPEN
+                and ep.key not in absent
+                and await self._episode_alert(conn, c) is not None
+            ):
                 # Already alerted (a rule change judged fixes again, or a restart replayed
                 # them): one episode is one alert, so this is an update.
                 c = replace(c, change=Change.UPDATE)
@@ -734,6 +762,7 @@ class Ingest:
                     ),
                 )
                 opened[ep.key] = str(row["id"])
+                absent.discard(ep.key)  # a second OPEN of it in this batch finds it stored
                 continue
             alert_id = opened.get(ep.key) or await self._find_alert(conn, c.subject_id, ep)
             if alert_id is None:

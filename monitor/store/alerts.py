@@ -90,20 +90,26 @@ class NewAlert:
 
 
 async def _next_event_id(conn: Conn) -> int:
-    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_EVENT_LOCK,))
-    cur = await conn.execute("SELECT nextval('alert_event_ids') AS id")
+    # One round trip: nextval is computed for the row the lock's CTE yields, so only
+    # once the lock is held (event ids are then committed in the order they are drawn).
+    cur = await conn.execute(
+        "WITH held AS (SELECT pg_advisory_xact_lock(%s))"
+        " SELECT nextval('alert_event_ids') AS id FROM held",
+        (_EVENT_LOCK,),
+    )
     row = await cur.fetchone()
     assert row is not None
     return int(row["id"])
 
 
 async def _log_event(conn: Conn, row: dict[str, Any], change: str, actor: str | None) -> None:
+    # The event and its notification (delivered at commit) in one round trip.
     await conn.execute(
-        "INSERT INTO alert_events (event_id, alert_id, at, change, actor, alert)"
-        " VALUES (%s, %s, clock_timestamp(), %s, %s, %s)",
-        (row["event_id"], row["id"], change, actor, json.dumps(alert_json(row))),
+        "WITH logged AS (INSERT INTO alert_events (event_id, alert_id, at, change, actor, alert)"
+        " VALUES (%s, %s, clock_timestamp(), %s, %s, %s) RETURNING event_id)"
+        " SELECT pg_notify(%s, event_id::text) FROM logged",
+        (row["event_id"], row["id"], change, actor, json.dumps(alert_json(row)), CHANNEL),
     )
-    await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(row["event_id"])))
 
 
 async def insert(conn: Conn, alert: NewAlert, actor: str | None = None) -> dict[str, Any]:
