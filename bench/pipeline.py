@@ -853,6 +853,13 @@ def main() -> None:
         help="a setting for the service (repeatable), e.g. MONITOR_BATCH_MAX_MESSAGES=200",
     )
     ap.add_argument(
+        "--pg-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a PostgreSQL setting for the run's cluster (repeatable), e.g. max_wal_size=8GB",
+    )
+    ap.add_argument(
         "--baseline-seconds",
         type=float,
         help="how long the bare consumer runs (default: --seconds); a soak can keep it short",
@@ -897,7 +904,7 @@ def main() -> None:
         f" (a fix every {args.fix_interval:g} s makes {args.per_upload * args.fix_interval:g} s)"
     )
     pg, broker = Postgres(work / "pg"), Mosquitto(work / "mq")
-    pg.start()
+    pg.start(dict(kv.split("=", 1) for kv in args.pg_setting))
     broker.start()
     ids = device_ids(args.devices)
     try:

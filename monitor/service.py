@@ -17,6 +17,7 @@ import gc
 import json
 import logging
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -63,7 +64,7 @@ from monitor.rules.liveness import judge_all as judge_liveness
 from monitor.rules.margins import Margins, Measured
 from monitor.rules.plausibility import DeviceCheck
 from monitor.rules.plausibility import judge as judge_plausibility
-from monitor.rules.transitions import transitions
+from monitor.rules.transitions import Transition, transitions
 from monitor.rules.watermark import Gap, Watermark
 from monitor.store import alerts as alert_store
 from monitor.store import commands as command_store
@@ -526,6 +527,7 @@ class Ingest:
             states: dict[str, SubjectState] = {}
             inside: dict[str, dict[str, bool]] = {}
             changes: list[AlertChange] = []
+            moves: list[tuple[str, Transition]] = []
             warm = await self._warm_subjects(conn, fixes_by_subject)
             # The batch's geometry in a few array calls for all its subjects, rather than
             # a few per subject (late fixes, judged with stored ones, measure their own).
@@ -559,7 +561,8 @@ class Ingest:
                 inside[subject], moved = transitions(
                     book, self._inside.get(subject, {}), live, margins
                 )
-                await positions.insert_transitions(conn, subject, moved)
+                moves += [(subject, tr) for tr in moved]
+            await positions.insert_transitions(conn, moves)
             proximity = await self._proximity(conn, fixes_by_subject, batch, new_fixes, changes)
             spoofing = await self._plausibility(
                 conn, [f for fs in fixes_by_subject.values() for f in fs]
@@ -716,6 +719,8 @@ class Ingest:
 
     async def _apply_changes(self, conn: Conn, changes: list[AlertChange]) -> dict[str, str]:
         opened: dict[str, str] = {}
+        to_open: list[tuple[str, alert_store.NewAlert]] = []
+        to_amend: list[alert_store.Amendment] = []
         now_mono = time.monotonic()
         # Coalesce: of several updates to one episode in a batch, the last one says it all.
         last_update: dict[str, int] = {}
@@ -736,41 +741,42 @@ class Ingest:
             if found.change is Change.OPEN and last_update.get(ep.key, -1) > i:
                 detail = _episode_detail(changes[last_update[ep.key]])
             c = found
-            if (
-                c.change is Change.OPEN
-                and ep.key not in absent
-                and await self._episode_alert(conn, c) is not None
+            if c.change is Change.OPEN and (
+                ep.key in opened
+                or (ep.key not in absent and await self._episode_alert(conn, c) is not None)
             ):
                 # Already alerted (a rule change judged fixes again, or a restart replayed
-                # them): one episode is one alert, so this is an update.
+                # them, or opened earlier in this batch): one episode is one alert, so
+                # this is an update.
                 c = replace(c, change=Change.UPDATE)
             if c.change is Change.OPEN:
-                row = await self._insert_alert(
-                    conn,
-                    alert_store.NewAlert(
-                        subject_id=c.subject_id,
-                        device_id=ep.first.device_id,
-                        kind=ep.rule.kind.value,
-                        severity=ep.rule.severity.value,
-                        rule_key=ep.rule.key,
-                        zone_id=ep.rule.zone_id,
-                        fix_time=ep.first.t,
-                        received_at=ep.first.received_at,
-                        lat=ep.first.lat,
-                        lon=ep.first.lon,
-                        detail=detail,
-                    ),
+                # The id is drawn here, so that later changes in this batch can name it;
+                # the alerts are written together once the batch is judged.
+                new_id = str(uuid.uuid4())
+                to_open.append(
+                    (
+                        new_id,
+                        alert_store.NewAlert(
+                            subject_id=c.subject_id,
+                            device_id=ep.first.device_id,
+                            kind=ep.rule.kind.value,
+                            severity=ep.rule.severity.value,
+                            rule_key=ep.rule.key,
+                            zone_id=ep.rule.zone_id,
+                            fix_time=ep.first.t,
+                            received_at=ep.first.received_at,
+                            lat=ep.first.lat,
+                            lon=ep.first.lon,
+                            detail=detail,
+                        ),
+                    )
                 )
-                opened[ep.key] = str(row["id"])
-                absent.discard(ep.key)  # a second OPEN of it in this batch finds it stored
+                opened[ep.key] = new_id
                 continue
             alert_id = opened.get(ep.key) or await self._find_alert(conn, c.subject_id, ep)
             if alert_id is None:
                 log.warning("no alert found for episode %s (%s)", ep.key, c.change)
                 continue
-            current = await alert_store.get(conn, alert_id)
-            if current is None or current["state"] == "resolved":
-                continue  # resolved by an officer: the record stands as resolved
             if c.change is Change.UPDATE:
                 # Every violating fix need not reach every screen: the count and latest
                 # fix are written at most once per UPDATE_EVERY_S per alert (and always
@@ -780,18 +786,21 @@ class Ingest:
                 if last is not None and now_mono - last < UPDATE_EVERY_S:
                     continue
                 self._updated_at[alert_id] = now_mono
-                await alert_store.record_change(
-                    conn, alert_id, "updated", None, detail_patch=detail
-                )
+                to_amend.append(alert_store.Amendment(alert_id, "updated", detail))
             else:
-                await alert_store.record_change(
-                    conn,
-                    alert_id,
-                    "cleared",
-                    None,
-                    cleared_at=c.fix.t,
-                    detail_patch={**detail, "cleared_at": iso(c.fix.t), "clear_reason": c.reason},
+                to_amend.append(
+                    alert_store.Amendment(
+                        alert_id,
+                        "cleared",
+                        {**detail, "cleared_at": iso(c.fix.t), "clear_reason": c.reason},
+                        cleared_at=c.fix.t,
+                    )
                 )
+        # A batch's alerts in a few statements, not a few per alert: opened first (an
+        # alert opened and cleared in one batch is changed after it exists). An alert an
+        # officer resolved is left as resolved.
+        await self._insert_alerts(conn, to_open)
+        await alert_store.amend_many(conn, to_amend)
         return opened
 
     async def _event_alerts(
@@ -1129,21 +1138,48 @@ class Ingest:
         )
 
     async def _insert_alert(self, conn: Conn, alert: alert_store.NewAlert) -> dict[str, Any]:
-        """Open an alert: the configured severity for its kind, and marked suspended when
-        a planned suspension of the subject covers its time (recorded, not pushed live)."""
-        severity = self._settings.severity.get(alert.kind, alert.severity)
-        detail = alert.detail
-        if alert.subject_id is not None:
-            at = alert.fix_time or alert.received_at
-            cur = await conn.execute(
-                "SELECT id, reason FROM suspensions WHERE subject_id = %s AND cancelled_at IS NULL"
-                " AND starts_at <= %s AND ends_at > %s ORDER BY id LIMIT 1",
-                (alert.subject_id, at, at),
-            )
-            row = await cur.fetchone()
-            if row is not None:
-                detail = {**detail, "suspended": {"id": int(row["id"]), "reason": row["reason"]}}
-        return await alert_store.insert(conn, replace(alert, severity=severity, detail=detail))
+        return (await self._insert_alerts(conn, [(str(uuid.uuid4()), alert)]))[0]
+
+    async def _insert_alerts(
+        self, conn: Conn, alerts: list[tuple[str, alert_store.NewAlert]]
+    ) -> list[dict[str, Any]]:
+        """Open alerts: the configured severity for their kind, and marked suspended when
+        a planned suspension of the subject covers their time (recorded, not pushed live).
+        """
+        if not alerts:
+            return []
+        cur = await conn.execute(
+            "SELECT DISTINCT ON (o.i) o.i, s.id, s.reason"
+            " FROM unnest(%s::int[], %s::uuid[], %s::timestamptz[]) AS o(i, subject_id, at)"
+            " JOIN suspensions s ON s.subject_id = o.subject_id AND s.cancelled_at IS NULL"
+            "  AND s.starts_at <= o.at AND s.ends_at > o.at"
+            " ORDER BY o.i, s.id",
+            (
+                list(range(len(alerts))),
+                [a.subject_id for _, a in alerts],
+                [a.fix_time or a.received_at for _, a in alerts],
+            ),
+        )
+        suspended = {
+            int(row["i"]): {"id": int(row["id"]), "reason": row["reason"]}
+            for row in await cur.fetchall()
+        }
+        return await alert_store.insert_many(
+            conn,
+            [
+                (
+                    alert_id,
+                    replace(
+                        alert,
+                        severity=self._settings.severity.get(alert.kind, alert.severity),
+                        detail={**alert.detail, "suspended": suspended[i]}
+                        if i in suspended
+                        else alert.detail,
+                    ),
+                )
+                for i, (alert_id, alert) in enumerate(alerts)
+            ],
+        )
 
     async def escalate(self) -> None:
         """Critical alerts left unacknowledged are escalated (an alert event of their own,

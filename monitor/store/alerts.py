@@ -22,11 +22,14 @@ from monitor.domain import iso
 
 __all__ = [
     "CHANNEL",
+    "Amendment",
     "NewAlert",
     "alert_json",
+    "amend_many",
     "events_after",
     "get",
     "insert",
+    "insert_many",
     "latest_event_id",
     "list_page",
     "open_alerts",
@@ -43,6 +46,8 @@ _COLUMNS = (
     " received_at, lat, lon, detail, event_id, created_at, updated_at, cleared_at,"
     " acknowledged_at, acknowledged_by, resolved_at, resolved_by, resolution_note"
 )
+
+_A_COLUMNS = ", ".join(f"a.{name.strip()}" for name in _COLUMNS.split(","))
 
 
 def alert_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -89,57 +94,134 @@ class NewAlert:
     detail: dict[str, Any]
 
 
-async def _next_event_id(conn: Conn) -> int:
-    # One round trip: nextval is computed for the row the lock's CTE yields, so only
+@dataclass(frozen=True, slots=True)
+class Amendment:
+    """What the rules change of an alert already open: its detail, and maybe that the
+    episode cleared. Logged as the event `change` ("updated" or "cleared")."""
+
+    alert_id: str
+    change: str
+    detail_patch: dict[str, Any]
+    cleared_at: datetime | None = None
+
+
+async def _next_event_ids(conn: Conn, n: int) -> list[int]:
+    # One round trip: nextval is computed for the rows the lock's CTE yields, so only
     # once the lock is held (event ids are then committed in the order they are drawn).
     cur = await conn.execute(
         "WITH held AS (SELECT pg_advisory_xact_lock(%s))"
-        " SELECT nextval('alert_event_ids') AS id FROM held",
-        (_EVENT_LOCK,),
+        " SELECT nextval('alert_event_ids') AS id FROM held, generate_series(1, %s)"
+        " ORDER BY 1",
+        (_EVENT_LOCK, n),
     )
-    row = await cur.fetchone()
-    assert row is not None
-    return int(row["id"])
+    return [int(row["id"]) for row in await cur.fetchall()]
 
 
-async def _log_event(conn: Conn, row: dict[str, Any], change: str, actor: str | None) -> None:
-    # The event and its notification (delivered at commit) in one round trip.
+async def _log_events(
+    conn: Conn, logged: list[tuple[dict[str, Any], str]], actor: str | None
+) -> None:
+    # The events and one notification (delivered at commit) in one round trip: the
+    # hub reads every event after the last it saw, whatever the notification says.
+    if not logged:
+        return
     await conn.execute(
         "WITH logged AS (INSERT INTO alert_events (event_id, alert_id, at, change, actor, alert)"
-        " VALUES (%s, %s, clock_timestamp(), %s, %s, %s) RETURNING event_id)"
-        " SELECT pg_notify(%s, event_id::text) FROM logged",
-        (row["event_id"], row["id"], change, actor, json.dumps(alert_json(row)), CHANNEL),
+        " SELECT e, a, clock_timestamp(), c, %s, j"
+        " FROM unnest(%s::bigint[], %s::uuid[], %s::text[], %s::jsonb[]) AS l(e, a, c, j)"
+        " RETURNING event_id)"
+        " SELECT pg_notify(%s, max(event_id)::text) FROM logged",
+        (
+            actor,
+            [row["event_id"] for row, _ in logged],
+            [str(row["id"]) for row, _ in logged],
+            [change for _, change in logged],
+            [json.dumps(alert_json(row)) for row, _ in logged],
+            CHANNEL,
+        ),
     )
 
 
 async def insert(conn: Conn, alert: NewAlert, actor: str | None = None) -> dict[str, Any]:
     """Open a new alert; the caller's transaction commits it."""
-    event_id = await _next_event_id(conn)
+    return (await insert_many(conn, [(str(uuid.uuid4()), alert)], actor))[0]
+
+
+async def insert_many(
+    conn: Conn, alerts: list[tuple[str, NewAlert]], actor: str | None = None
+) -> list[dict[str, Any]]:
+    """Open new alerts, each with the id given, in three round trips whatever their
+    number; their rows in the order given."""
+    if not alerts:
+        return []
+    event_ids = await _next_event_ids(conn, len(alerts))
     cur = await conn.execute(
         "INSERT INTO alerts (id, subject_id, device_id, kind, severity, state, rule_key,"
         " zone_id, fix_time, received_at, lat, lon, detail, event_id)"
-        " VALUES (%s, %s, %s, %s, %s, 'open', %s, %s, %s, %s, %s, %s, %s, %s)"
+        " SELECT id, subject_id, device_id, kind, severity, 'open', rule_key, zone_id,"
+        " fix_time, received_at, lat, lon, detail, event_id FROM unnest("
+        "%s::uuid[], %s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[], %s::uuid[],"
+        " %s::timestamptz[], %s::timestamptz[], %s::float8[], %s::float8[], %s::jsonb[],"
+        " %s::bigint[]) AS n(id, subject_id, device_id, kind, severity, rule_key, zone_id,"
+        " fix_time, received_at, lat, lon, detail, event_id)"
+        # Inserted in the order given: alert_no (a serial) grows in that order too.
+        " ORDER BY event_id"
         f" RETURNING {_COLUMNS}",
         (
-            uuid.uuid4(),
-            alert.subject_id,
-            alert.device_id,
-            alert.kind,
-            alert.severity,
-            alert.rule_key,
-            alert.zone_id,
-            alert.fix_time,
-            alert.received_at,
-            alert.lat,
-            alert.lon,
-            json.dumps(alert.detail),
-            event_id,
+            [alert_id for alert_id, _ in alerts],
+            [a.subject_id for _, a in alerts],
+            [a.device_id for _, a in alerts],
+            [a.kind for _, a in alerts],
+            [a.severity for _, a in alerts],
+            [a.rule_key for _, a in alerts],
+            [a.zone_id for _, a in alerts],
+            [a.fix_time for _, a in alerts],
+            [a.received_at for _, a in alerts],
+            [a.lat for _, a in alerts],
+            [a.lon for _, a in alerts],
+            [json.dumps(a.detail) for _, a in alerts],
+            event_ids,
         ),
     )
-    row = await cur.fetchone()
-    assert row is not None
-    await _log_event(conn, row, "opened", actor)
-    return row
+    by_id = {str(row["id"]): row for row in await cur.fetchall()}
+    rows = [by_id[alert_id] for alert_id, _ in alerts]
+    await _log_events(conn, [(row, "opened") for row in rows], actor)
+    return rows
+
+
+async def amend_many(conn: Conn, amendments: list[Amendment]) -> list[dict[str, Any]]:
+    """Apply the rules' changes to alerts not resolved (an officer's resolution stands),
+    each logged as an event, in three round trips per pass; the rows changed. An alert
+    named twice is changed twice, in order, in a second pass."""
+    changed: list[dict[str, Any]] = []
+    while amendments:
+        seen: set[str] = set()
+        now: list[Amendment] = []
+        later: list[Amendment] = []
+        for a in amendments:
+            (later if a.alert_id in seen else now).append(a)
+            seen.add(a.alert_id)
+        event_ids = await _next_event_ids(conn, len(now))
+        cur = await conn.execute(
+            "UPDATE alerts a SET event_id = u.event_id, updated_at = clock_timestamp(),"
+            " detail = a.detail || u.patch,"
+            " cleared_at = CASE WHEN u.cleared IS NULL THEN a.cleared_at"
+            "  ELSE coalesce(a.cleared_at, u.cleared) END"
+            " FROM unnest(%s::uuid[], %s::bigint[], %s::jsonb[], %s::timestamptz[])"
+            "  AS u(id, event_id, patch, cleared)"
+            f" WHERE a.id = u.id AND a.state <> 'resolved' RETURNING {_A_COLUMNS}",
+            (
+                [a.alert_id for a in now],
+                event_ids,
+                [json.dumps(a.detail_patch) for a in now],
+                [a.cleared_at for a in now],
+            ),
+        )
+        by_id = {str(row["id"]): row for row in await cur.fetchall()}
+        rows = [(by_id[a.alert_id], a.change) for a in now if a.alert_id in by_id]
+        await _log_events(conn, rows, None)
+        changed += [row for row, _ in rows]
+        amendments = later
+    return changed
 
 
 async def record_change(
@@ -154,7 +236,7 @@ async def record_change(
     resolution_note: str | None = None,
 ) -> dict[str, Any] | None:
     """Apply one change to an alert and log it as an alert event; None if no such alert."""
-    event_id = await _next_event_id(conn)
+    (event_id,) = await _next_event_ids(conn, 1)
     sets = ["event_id = %(event_id)s", "updated_at = clock_timestamp()"]
     params: dict[str, Any] = {"id": alert_id, "event_id": event_id}
     if state is not None:
@@ -182,7 +264,7 @@ async def record_change(
     row = await cur.fetchone()
     if row is None:
         return None
-    await _log_event(conn, row, change, actor)
+    await _log_events(conn, [(row, change)], actor)
     return row
 
 
