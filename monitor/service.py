@@ -183,6 +183,8 @@ class Ingest:
         self._devices: dict[str, DeviceInfo] = {}
         self._owntracks: dict[str, str] = {}
         self._watermarks: dict[str, Watermark] = {}
+        # Devices whose watermark waits on a hole: the tick looks at these, not at all.
+        self._holes: set[str] = set()
         self._books: dict[str, RuleBook] = {}
         self._states: dict[str, SubjectState] = {}
         self._episode_alerts: dict[str, str] = {}
@@ -321,8 +323,9 @@ class Ingest:
             await self.liveness()
         due = [
             d
-            for d, wm in self._watermarks.items()
-            if wm.hole_since is not None and now - wm.hole_since >= self._gap_timeout
+            for d in self._holes
+            if (since := self._watermarks[d].hole_since) is not None
+            and now - since >= self._gap_timeout
         ]
         if not due:
             return
@@ -331,7 +334,7 @@ class Ingest:
         async with self._pool.connection() as conn, conn.transaction():
             await self._record_gaps(conn, gaps, now)
             await positions.save_acks(conn, {d: wm.upto for d, wm in tentative.items()})
-        self._watermarks.update(tentative)
+        self._keep_watermarks(tentative)
         for d, wm in tentative.items():
             self._publish(ack_topic(d), json.dumps({"upto": wm.upto}).encode(), True)
 
@@ -372,8 +375,16 @@ class Ingest:
             above = await positions.accounted_seqs(conn, device_id, upto)
             wm = Watermark(upto)
             wm.account(above, self._clock())
-            self._watermarks[device_id] = wm
+            self._keep_watermarks({device_id: wm})
         return wm
+
+    def _keep_watermarks(self, found: dict[str, Watermark]) -> None:
+        self._watermarks.update(found)
+        for device_id, wm in found.items():
+            if wm.hole_since is None:
+                self._holes.discard(device_id)
+            else:
+                self._holes.add(device_id)
 
     def _reject(self, batch: _Batch, msg: Message, reason: str, device_id: str | None) -> None:
         log.warning("refused a message on %s: %s", msg.topic, reason)
@@ -396,10 +407,11 @@ class Ingest:
         acks = await positions.load_acks(conn, sorted(cold))
         above = await positions.accounted_seqs_many(conn, {d: acks.get(d, 0) for d in cold})
         now = self._clock()
+        warmed: dict[str, Watermark] = {}
         for device_id in cold:
-            wm = Watermark(acks.get(device_id, 0))
+            warmed[device_id] = wm = Watermark(acks.get(device_id, 0))
             wm.account(above[device_id], now)
-            self._watermarks[device_id] = wm
+        self._keep_watermarks(warmed)
 
     async def _sort(self, conn: Conn, messages: list[Message]) -> _Batch:
         batch = _Batch(messages=messages)
@@ -572,7 +584,7 @@ class Ingest:
             for device_id, fault, rejection in batch.integrity:
                 await self._integrity_alert(conn, device_id, fault, rejection)
             # committed
-        self._watermarks.update(tentative)
+        self._keep_watermarks(tentative)
         self._states.update(states)
         self._episode_alerts.update(episode_alerts)
         self._checks.update(spoofing)
