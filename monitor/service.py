@@ -58,7 +58,7 @@ from monitor.rules.engine import (
     rejudge_window,
 )
 from monitor.rules.events import judge as judge_event
-from monitor.rules.liveness import DeviceStatus, LivenessChange, LivenessState
+from monitor.rules.liveness import DeviceStatus, LivenessChange, LivenessState, quiet_until
 from monitor.rules.liveness import Policy as LivenessPolicy
 from monitor.rules.liveness import judge_all as judge_liveness
 from monitor.rules.margins import Margins, Measured
@@ -195,6 +195,8 @@ class Ingest:
         self._checks: dict[str, DeviceCheck] = {}
         self._heard: dict[str, _Heard] = {}
         self._liveness: dict[str, LivenessState] = {}
+        # Devices liveness need not judge again before this time, unless heard of.
+        self._quiet_until: dict[str, datetime] = {}
         self._started_at = clock()
         # Proximity (mobile exclusion zones): per subject state, each device's latest
         # fix, and which subjects must keep away from which device.
@@ -221,6 +223,7 @@ class Ingest:
 
     def _remember(self, device: DeviceInfo) -> None:
         self._devices[device.device_id] = device
+        self._quiet_until.pop(device.device_id, None)
         if device.owntracks_topic:
             self._owntracks[device.owntracks_topic] = device.device_id
 
@@ -1065,10 +1068,12 @@ class Ingest:
             if len(parts) == 5 and parts[4] == "up" and parts[3] in self._devices:
                 heard = self._heard.setdefault(parts[3], _Heard())
                 heard.upload_at = max(heard.upload_at or msg.received_at, msg.received_at)
+                self._quiet_until.pop(parts[3], None)
         for f, _ in batch.fixes:
             if (f.device_id, f.seq, f.t) not in new_fixes:
                 continue
             heard = self._heard.setdefault(f.device_id, _Heard())
+            self._quiet_until.pop(f.device_id, None)
             if heard.fix_t is None or f.t >= heard.fix_t:
                 heard.fix_t = f.t
                 if f.batt is not None:
@@ -1079,6 +1084,7 @@ class Ingest:
             if (e.device_id, e.seq, e.t) not in new_events:
                 continue
             heard = self._heard.setdefault(e.device_id, _Heard())
+            self._quiet_until.pop(e.device_id, None)
             if e.kind == "no_fix":
                 heard.no_fix_at = max(heard.no_fix_at or e.t, e.t)
             elif e.kind in ("charger_on", "charger_off"):
@@ -1100,14 +1106,24 @@ class Ingest:
         states: dict[str, LivenessState] = {}
         changes: list[LivenessChange] = []
         for i in range(0, len(devices), _LIVENESS_SLICE):
-            found_states, found = judge_liveness(
-                [self._status(d) for d in devices[i : i + _LIVENESS_SLICE]],
-                self._liveness,
-                now,
-                policy,
-            )
+            # A device judged quiet (nothing open, nothing to open before a known time)
+            # and not heard of since is skipped until that time: most of a fleet, most
+            # of the time, and the judgment would find nothing.
+            statuses = [
+                self._status(d)
+                for d in devices[i : i + _LIVENESS_SLICE]
+                if (until := self._quiet_until.get(d.device_id)) is None or now > until
+            ]
+            found_states, found = judge_liveness(statuses, self._liveness, now, policy)
             states.update(found_states)
             changes += found
+            changed = {c.device_id for c in found}
+            for status in statuses:
+                if status.device_id in changed or found_states[status.device_id].open:
+                    continue
+                quiet = quiet_until(status, policy)
+                if quiet is not None:
+                    self._quiet_until[status.device_id] = quiet
             # 100,000 devices take about a second to judge: in slices, so that the batch
             # loop and the websockets are never held up for more than a few milliseconds.
             await asyncio.sleep(0)
@@ -1125,6 +1141,7 @@ class Ingest:
                         at=at,
                         info={"reason": change.reason, "since": iso(change.since)},
                     )
+        # The skipped devices had nothing open: they are left out, as never judged.
         self._liveness = dict(states)
 
     def _status(self, device: DeviceInfo) -> DeviceStatus:

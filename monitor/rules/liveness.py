@@ -28,7 +28,15 @@ from datetime import datetime, timedelta
 from monitor.domain import DEFAULT_SEVERITY, AlertKind, Severity
 from monitor.rules.engine import Change
 
-__all__ = ["DeviceStatus", "LivenessChange", "LivenessState", "Policy", "judge", "judge_all"]
+__all__ = [
+    "DeviceStatus",
+    "LivenessChange",
+    "LivenessState",
+    "Policy",
+    "judge",
+    "judge_all",
+    "quiet_until",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +146,30 @@ def judge(
     elif device.charging:
         move(AlertKind.BATTERY, False, "charging", now)
     return LivenessState(frozenset(is_open)), changes
+
+
+def quiet_until(device: DeviceStatus, policy: Policy = Policy()) -> datetime | None:
+    """Until when (inclusive) `judge` surely changes nothing for this device while
+    nothing is open for it and nothing new is heard of it: the earliest moment its
+    comms_loss or location_loss could open. None if something could open now (a no_fix
+    newer than its last fix, a critical battery). A caller watching 100,000 devices
+    judges again only those heard since, or whose time has come."""
+    if device.no_fix_at is not None and (
+        device.last_fix_t is None or device.no_fix_at > device.last_fix_t
+    ):
+        return None
+    if (
+        device.battery_pct is not None
+        and not device.charging
+        and device.battery_pct <= policy.battery_critical_pct
+    ):
+        return None
+    heard = device.last_upload_at or device.monitored_since
+    located = device.last_fix_t or device.monitored_since
+    return min(
+        heard + timedelta(seconds=device.upload_interval_s + policy.comms_buffer_s),
+        located + timedelta(seconds=max(policy.location_loss_s, 2 * device.fix_interval_s)),
+    )
 
 
 def judge_all(

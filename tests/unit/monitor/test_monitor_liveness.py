@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 
 from monitor.domain import AlertKind, Severity
 from monitor.rules.engine import Change
-from monitor.rules.liveness import DeviceStatus, LivenessState, Policy, judge, judge_all
+from monitor.rules.liveness import (
+    DeviceStatus,
+    LivenessState,
+    Policy,
+    judge,
+    judge_all,
+    quiet_until,
+)
 
 PROPERTY = settings(database=None, deadline=None, max_examples=80)
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
@@ -165,3 +172,58 @@ def test_every_open_has_a_matching_clear_and_the_state_follows(
         if not comms_lost:
             assert (AlertKind.LOCATION_LOSS in open_now) is (fix_ago > 900)
         now += timedelta(seconds=1)
+
+
+_maybe_s = st.one_of(st.none(), st.floats(-4000, 4000))
+
+
+@PROPERTY
+@given(
+    upload_s=_maybe_s,
+    fix_s=_maybe_s,
+    no_fix_s=_maybe_s,
+    battery=st.one_of(st.none(), st.integers(0, 100)),
+    charging=st.booleans(),
+    upload_interval_s=st.floats(10, 3600),
+    fix_interval_s=st.floats(1, 3600),
+    later_s=st.floats(0, 8000),
+)
+def test_nothing_changes_while_a_device_is_quiet(
+    upload_s: float | None,
+    fix_s: float | None,
+    no_fix_s: float | None,
+    battery: int | None,
+    charging: bool,
+    upload_interval_s: float,
+    fix_interval_s: float,
+    later_s: float,
+) -> None:
+    """The service skips a device until `quiet_until` (nothing open, nothing heard):
+    judging it at any moment up to then must find nothing, and the moment after may."""
+    d = DeviceStatus(
+        device_id="BR-1",
+        monitored_since=T0,
+        upload_interval_s=upload_interval_s,
+        fix_interval_s=fix_interval_s,
+        last_upload_at=None if upload_s is None else at(upload_s),
+        last_fix_t=None if fix_s is None else at(fix_s),
+        no_fix_at=None if no_fix_s is None else at(no_fix_s),
+        battery_pct=battery,
+        charging=charging,
+    )
+    until = quiet_until(d, POLICY)
+    if until is None:
+        return
+    for now in (until - timedelta(seconds=later_s), until):
+        state, changes = judge(d, LivenessState(), now, POLICY)
+        assert changes == [], (now, changes)
+        assert not state.open
+    _, after = judge(d, LivenessState(), until + timedelta(microseconds=1), POLICY)
+    assert after, "quiet_until is the last quiet moment, not an earlier one"
+
+
+def test_a_device_with_a_no_fix_report_or_a_flat_battery_is_never_quiet() -> None:
+    assert quiet_until(device(no_fix_at=at(10)), POLICY) is None
+    assert quiet_until(device(battery_pct=5), POLICY) is None
+    assert quiet_until(device(battery_pct=5, charging=True), POLICY) is not None
+    assert quiet_until(device(), POLICY) == at(60 + 120)
