@@ -203,7 +203,7 @@ class Fleet:
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id="bench-fleet", protocol=mqtt.MQTTv5
         )
-        self.client.max_inflight_messages_set(500)
+        self.client.max_inflight_messages_set(0)  # as the service: no O(in flight) scans
         self.client.max_queued_messages_set(0)
         self.client.on_message = self._ack
         self.client.connect("127.0.0.1", port)
@@ -502,6 +502,7 @@ def baseline(pg: Postgres, broker: Mosquitto, ids: list[str], args: argparse.Nam
             pending.append(m)
 
     consumer.on_message = got
+    consumer.max_inflight_messages_set(0)  # as the service
     consumer.connect("127.0.0.1", broker.port)
     consumer.subscribe("em/v1/dev/+/up", qos=1)
     consumer.loop_start()
