@@ -1225,19 +1225,24 @@ class Ingest:
                 " ORDER BY alert_no FOR UPDATE SKIP LOCKED",
                 (after,),
             )
-            for row in await cur.fetchall():
-                now = self._clock()
-                await alert_store.record_change(
-                    conn,
-                    str(row["id"]),
-                    "escalated",
-                    None,
-                    detail_patch={
-                        "escalated_at": iso(now),
-                        "escalation_level": int(row["level"]) + 1,
-                    },
-                )
-                log.warning("alert %s escalated to level %d", row["id"], int(row["level"]) + 1)
+            rows = await cur.fetchall()
+            now = self._clock()
+            # All that are due in three statements: 5,000 alerts opened together fall due
+            # together, and one by one they held the event lock (and every operator's
+            # next event) for seconds.
+            await alert_store.amend_many(
+                conn,
+                [
+                    alert_store.Amendment(
+                        str(row["id"]),
+                        "escalated",
+                        {"escalated_at": iso(now), "escalation_level": int(row["level"]) + 1},
+                    )
+                    for row in rows
+                ],
+            )
+        for row in rows:
+            log.warning("alert %s escalated to level %d", row["id"], int(row["level"]) + 1)
 
     async def _integrity_alert(
         self, conn: Conn, device_id: str, fault: str, rejection: Rejection
