@@ -40,7 +40,7 @@ from monitor.domain import (
 )
 from monitor.ingest.broker import acl_lines, password_hash, write_atomically
 from monitor.ingest.broker import reload as reload_broker
-from monitor.ingest.codec import Upload, UploadFault, decode_upload, verify_signature
+from monitor.ingest.codec import UploadFault, decode_upload, verify_signature
 from monitor.ingest.owntracks import decode_owntracks
 from monitor.ingest.subscriber import Message
 from monitor.ingest.wire import TopicError, ack_topic, cmd_topic, parse_topic
@@ -215,30 +215,6 @@ class Ingest:
 
     def submit(self, item: Message | RulesChanged) -> None:
         self._queue.put_nowait(item)
-
-    @staticmethod
-    def prepare(msg: Message) -> Message:
-        """Decode an upload's payload ahead, on the MQTT client's thread: the batch loop
-        spends part of each batch waiting for PostgreSQL, and the decoding (a sixth of
-        its work at 10,000 fixes/s) is done in those waits rather than after them. Only
-        the payload is decoded here (a pure function of the message); whether the device
-        is enrolled, its signature and its watermark are still the batch's to judge."""
-        try:
-            topic = parse_topic(msg.topic)
-        except TopicError:
-            return msg
-        if topic.channel != "up" or topic.device_id is None:
-            return msg
-        try:
-            upload: Upload | UploadFault = decode_upload(
-                topic.device_id, msg.topic, msg.payload, msg.received_at
-            )
-        except UploadFault as fault:
-            upload = fault
-        except Exception:  # never on the MQTT thread: the batch decodes it again
-            log.exception("decoding an upload ahead failed; the batch will decode it")
-            return msg
-        return replace(msg, decoded=upload)
 
     async def load(self) -> None:
         async with self._pool.connection() as conn:
@@ -478,11 +454,7 @@ class Ingest:
                     batch.integrity.append((device.device_id, fault, batch.rejections[-1]))
                     continue
             try:
-                if isinstance(msg.decoded, UploadFault):
-                    raise msg.decoded
-                upload = msg.decoded or decode_upload(
-                    device.device_id, msg.topic, msg.payload, msg.received_at
-                )
+                upload = decode_upload(device.device_id, msg.topic, msg.payload, msg.received_at)
             except UploadFault as exc:
                 self._reject(batch, msg, str(exc), device.device_id)
                 continue

@@ -98,7 +98,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     subscriber = Subscriber(
         settings.mqtt,
         settings.instance,
-        lambda m: _call_soon(loop, ingest.submit, ingest.prepare(m)),
+        lambda m: _call_soon(loop, ingest.submit, m),
         subscriptions=SUBSCRIPTIONS if settings.ingest else (),
         ca_file=settings.mqtt_ca_file,
     )

@@ -26,7 +26,6 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from monitor.config import MqttEndpoint
-from monitor.ingest.codec import Upload, UploadFault
 from monitor.ingest.wire import SUBSCRIPTIONS
 
 __all__ = ["Message", "Subscriber"]
@@ -48,9 +47,6 @@ class Message:
     generation: int  # which connection it came on: an ack is only valid on that one
     # User properties given more than once (a second `sig` must not go unnoticed).
     repeated_properties: frozenset[str] = frozenset()
-    # An upload's payload decoded ahead, on the MQTT thread (`Ingest.prepare`), or why
-    # it could not be; None when not tried. A pure function of the fields above.
-    decoded: Upload | UploadFault | None = None
 
 
 class Subscriber:
