@@ -95,7 +95,10 @@ def test_sampled_depth_is_a_tight_lower_bound(
     depth = float(segment_depth_m(shape, a[0], a[1], b[0], b[1], inside=inside))
     truth = dense_extreme(shape, a, b, inside)
     length = float(distance_m(a[0], a[1], b[0], b[1]))
-    assert depth <= truth + 1e-6
+    # The brute force is itself a lower bound: its samples are length / 20,000 apart,
+    # and the margin moves at most a metre per metre, so the true extreme may exceed it
+    # by up to one spacing (a case 1.9 cm above it was found: 638, 1.125 to 0, 1,349).
+    assert depth <= truth + length / 20_000 + 1e-6
     assert depth >= truth - length / 1500.0 - 0.01
 
 
