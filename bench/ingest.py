@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,8 +22,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import stack  # noqa: E402
 from tests.client import Api  # noqa: E402
-from tests.servers import Monitor, Mosquitto, Postgres  # noqa: E402
 
 
 def steal() -> tuple[int, int]:
@@ -45,23 +44,11 @@ def main() -> None:
     ap.add_argument("--uploads", type=int, default=20)
     ap.add_argument("--per-upload", type=int, default=100)
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench-"))
-    work.chmod(0o755)
-    pg, broker = Postgres(work / "pg"), Mosquitto(work / "mq")
-    pg.start()
-    broker.start()
-    service = Monitor(
-        {
-            "MONITOR_DATABASE_URL": pg.url,
-            "MONITOR_MQTT_URL": f"mqtt://127.0.0.1:{broker.port}",
-            "MONITOR_ADMIN_PASSWORD": "bench-admin",
-            "MONITOR_LOG_LEVEL": "WARNING",
-        },
-        work / "svc",
-    )
+    work, pg, broker = stack.servers()
+    service = stack.service(work, pg, broker)
     service.start()
     try:
-        api = Api.login(service.base_url, "admin", "bench-admin")
+        api = Api.login(service.base_url, "admin", stack.ADMIN_PASSWORD)
         ids = []
         for i in range(args.devices):
             sid = api.subject(f"BENCH-{i:05d}")

@@ -55,7 +55,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from array import array
@@ -73,6 +72,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import stack  # noqa: E402
 from device_sim.expect import AlertExpectation, ExpectFile  # noqa: E402
 from geofences.geodesy import offset  # noqa: E402
 from tests.client import Api  # noqa: E402
@@ -761,7 +761,7 @@ def run_check(
         "--admin-user",
         "admin",
         "--admin-password",
-        "bench-admin",
+        stack.ADMIN_PASSWORD,
         "--state-dir",
         str(state_dir),
         "--expect-file",
@@ -895,8 +895,7 @@ def main() -> None:
     )
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench-"))
-    work.chmod(0o755)
+    work, pg, broker = stack.servers(pg_settings=dict(kv.split("=", 1) for kv in args.pg_setting))
     print(f"work       {work}")
     period = args.devices * args.per_upload / args.rate
     print(
@@ -904,27 +903,22 @@ def main() -> None:
         f" fixes per upload: each device uploads every {period:,.1f} s"
         f" (a fix every {args.fix_interval:g} s makes {args.per_upload * args.fix_interval:g} s)"
     )
-    pg, broker = Postgres(work / "pg"), Mosquitto(work / "mq")
-    pg.start(dict(kv.split("=", 1) for kv in args.pg_setting))
-    broker.start()
     ids = device_ids(args.devices)
     try:
         if args.baseline:
             baseline(pg, broker, ids, args)
-        service = Monitor(
+        service = stack.service(
+            work,
+            pg,
+            broker,
             {
-                "MONITOR_DATABASE_URL": pg.url,
-                "MONITOR_MQTT_URL": f"mqtt://127.0.0.1:{broker.port}",
-                "MONITOR_ADMIN_PASSWORD": "bench-admin",
-                "MONITOR_LOG_LEVEL": "WARNING",
                 "MONITOR_INSTANCE": "bench-svc",
                 **dict(kv.split("=", 1) for kv in args.service_env),
             },
-            work / "svc",
         )
         service.start()
         try:
-            api = Api.login(service.base_url, "admin", "bench-admin")
+            api = Api.login(service.base_url, "admin", stack.ADMIN_PASSWORD)
             timed(
                 f"enrolment  {args.devices:,} subjects",
                 lambda: enrol(
@@ -944,7 +938,7 @@ def main() -> None:
             timed("restart    service healthy again", restart)
             assert service.proc is not None
             pid = service.proc.pid
-            api = Api.login(service.base_url, "admin", "bench-admin")
+            api = Api.login(service.base_url, "admin", stack.ADMIN_PASSWORD)
             interval_ms = round(args.fix_interval * 1000)
             fleet = Fleet(
                 broker.port, ids, args.per_upload, args.fix_interval, args.violating, OUT_M

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -26,9 +25,10 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import stack  # noqa: E402
 from bench.pipeline import enrol  # noqa: E402
 from tests.client import Api  # noqa: E402
-from tests.servers import Monitor, Mosquitto, Postgres, wait_for  # noqa: E402
+from tests.servers import wait_for  # noqa: E402
 
 BUFFER_S = 10
 
@@ -52,25 +52,16 @@ def main() -> None:
     ap.add_argument("--upload-interval", type=float, default=30.0, help="seconds")
     ap.add_argument("--timeout", type=float, default=900.0, help="give up after (s)")
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench-silence-"))
-    work.chmod(0o755)
-    pg, broker = Postgres(work / "pg"), Mosquitto(work / "mq")
-    pg.start()
-    broker.start()
-    service = Monitor(
-        {
-            "MONITOR_DATABASE_URL": pg.url,
-            "MONITOR_MQTT_URL": f"mqtt://127.0.0.1:{broker.port}",
-            "MONITOR_ADMIN_PASSWORD": "bench-admin",
-            "MONITOR_LOG_LEVEL": "WARNING",
-            "MONITOR_COMMS_BUFFER_S": str(BUFFER_S),
-            "MONITOR_LIVENESS_EVERY_TICKS": "1",
-        },
-        work / "svc",
+    work, pg, broker = stack.servers("bench-silence-")
+    service = stack.service(
+        work,
+        pg,
+        broker,
+        {"MONITOR_COMMS_BUFFER_S": str(BUFFER_S), "MONITOR_LIVENESS_EVERY_TICKS": "1"},
     )
     try:
         service.start()
-        api = Api.login(service.base_url, "admin", "bench-admin")
+        api = Api.login(service.base_url, "admin", stack.ADMIN_PASSWORD)
         enrol(pg, api, args.devices, 10.0, args.upload_interval)
         service.stop()
         started = time.monotonic()
