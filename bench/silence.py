@@ -14,6 +14,7 @@ figures only. Loopback only; every loop is bounded in time.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import time
@@ -104,6 +105,7 @@ def main() -> None:
         service.stop()
         broker.stop()
         pg.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
