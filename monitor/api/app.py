@@ -98,9 +98,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     subscriber = Subscriber(
         settings.mqtt,
         settings.instance,
-        lambda m: _call_soon(loop, ingest.submit, m),
+        ingest.submit,
         subscriptions=SUBSCRIPTIONS if settings.ingest else (),
         ca_file=settings.mqtt_ca_file,
+        log_level=settings.log_level,
     )
     subscriber_box.append(subscriber)
     hub = Hub(_fetcher(pool))
@@ -161,14 +162,14 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         asyncio.create_task(_ticker(ingest), name="ticker"),
         asyncio.create_task(_retention(settings), name="retention"),
     ]
-    subscriber.start()
+    await subscriber.start()
     app.state.runtime = Runtime(
         settings, pool, ingest, hub, subscriber.subscribed, officers=officers
     )
     try:
         yield
     finally:
-        subscriber.stop()
+        await subscriber.stop()
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -194,10 +195,6 @@ async def _retention(settings: Settings) -> None:
         except Exception:
             log.exception("the retention job failed; it runs again tomorrow")
         await asyncio.sleep(24 * 3600)
-
-
-def _call_soon(loop: asyncio.AbstractEventLoop, fn: Any, arg: Any) -> None:
-    loop.call_soon_threadsafe(fn, arg)
 
 
 async def _ticker(ingest: Ingest) -> None:

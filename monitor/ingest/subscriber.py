@@ -6,33 +6,41 @@ session is persistent (clean_start false, long expiry), so messages published wh
 service is down wait in the broker. Devices resend whatever the backend has not
 acknowledged on their `ack` topic, so nothing depends on the broker's queue alone.
 
-paho runs its network loop in its own thread; received messages are handed to the
-caller's callback, which must be quick (it enqueues onto the asyncio loop).
+The connection itself lives in a child process (`monitor.ingest.relay`, which says
+why); this is the service's side of it. Messages arrive on the event loop in batches
+(one read of the pipe carries many), and acks and publishes made during one turn of
+the loop leave in one write. If the child dies, it is started again: the broker
+delivers whatever was not acknowledged once more, and duplicates are recognised by
+their (device_id, seq).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-import ssl
+import marshal
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
 from monitor.config import MqttEndpoint
+from monitor.ingest.relay import encode_frame
 from monitor.ingest.wire import SUBSCRIPTIONS
 
 __all__ = ["Message", "Subscriber"]
 
 log = logging.getLogger(__name__)
 
-_SESSION_EXPIRY_S = 7 * 24 * 3600
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_RESTART_DELAY_S = 1.0
+_STOP_TIMEOUT_S = 5.0
+# Each start of the child numbers its connections from a new base, so an ack meant for
+# a message of an earlier child never matches a connection of a later one.
+_GENERATIONS_PER_START = 1 << 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,109 +65,141 @@ class Subscriber:
         on_message: Callable[[Message], None],
         subscriptions: tuple[str, ...] = SUBSCRIPTIONS,
         ca_file: str | None = None,
+        log_level: str = "INFO",
     ) -> None:
-        self._endpoint = endpoint
+        self._config: dict[str, Any] = {
+            "host": endpoint.host,
+            "port": endpoint.port,
+            "username": endpoint.username,
+            "password": endpoint.password,
+            "tls": endpoint.tls,
+            "ca_file": ca_file,
+            "client_id": client_id,
+            "subscriptions": list(subscriptions),
+            "log_level": log_level,
+        }
         self._on_message = on_message
-        self._subscriptions = subscriptions
-        self._generation = 0
-        self._lock = threading.Lock()
+        self._starts = 0
+        self._stopping = False
+        self._proc: asyncio.subprocess.Process | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        # Acks and publishes not yet written to the child (kept while it restarts).
+        self._outbox: list[tuple[Any, ...]] = []
+        self._flush_due = False
+        # Set while subscribed (read by /healthz).
         self.subscribed = threading.Event()
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=mqtt.MQTTv5,
-            manual_ack=True,
-        )
-        if endpoint.username:
-            client.username_pw_set(endpoint.username, endpoint.password)
-        if endpoint.tls:
-            client.tls_set(ca_certs=ca_file, cert_reqs=ssl.CERT_REQUIRED)
-        # No in-flight limit of our own: with one, paho walks every message in flight on
-        # each PUBACK (a thousand acks a second made that a few per cent of the service,
-        # measured), and the broker takes our QoS 1 acks without one (MQTT 5's default
-        # receive maximum, 65,535; 20,000 at once were all acknowledged here).
-        client.max_inflight_messages_set(0)
-        client.max_queued_messages_set(0)  # unbounded: acks and commands are never dropped
-        client.reconnect_delay_set(min_delay=1, max_delay=10)
-        client.on_connect = self._connected
-        client.on_disconnect = self._disconnected
-        client.on_subscribe = self._subscribed
-        client.on_message = self._message
-        self._client = client
 
-    # paho callbacks (network thread)
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._task = asyncio.create_task(self._keep_running(), name="mqtt-relay")
 
-    def _connected(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-        if reason.is_failure:
-            log.error("broker refused the connection: %s", reason)
-            return
-        with self._lock:
-            self._generation += 1
-        log.info("connected to the broker at %s:%s", self._endpoint.host, self._endpoint.port)
-        if not self._subscriptions:
-            self.subscribed.set()  # publishing only (a process that does not ingest)
-            return
-        client.subscribe([(topic, 1) for topic in self._subscriptions])
-
-    def _subscribed(self, _c: mqtt.Client, _u: Any, _mid: int, reasons: Any, _p: Any) -> None:
-        failures = [r for r in reasons if r.is_failure]
-        if failures:
-            log.error("subscription refused: %s", failures)
-            return
-        self.subscribed.set()
-
-    def _disconnected(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+    async def stop(self) -> None:
+        self._stopping = True
+        proc = self._proc
+        if proc is not None and proc.stdin is not None:
+            self._flush()
+            proc.stdin.close()  # the child disconnects from the broker and exits
+            try:
+                await asyncio.wait_for(proc.wait(), _STOP_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("the broker relay did not stop; killing it")
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
         self.subscribed.clear()
-        log.warning("disconnected from the broker: %s", reason)
-
-    def _message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        props: dict[str, str] = {}
-        repeated: set[str] = set()
-        user = getattr(msg.properties, "UserProperty", None) if msg.properties else None
-        for key, value in user or []:
-            if key in props:
-                repeated.add(key)
-            props.setdefault(key, value)
-        self._on_message(
-            Message(
-                topic=msg.topic,
-                payload=bytes(msg.payload),
-                qos=msg.qos,
-                mid=msg.mid,
-                retain=bool(msg.retain),
-                user_properties=props,
-                repeated_properties=frozenset(repeated),
-                received_at=datetime.now(UTC),
-                generation=self._generation,
-            )
-        )
-
-    # called from the service
-
-    def start(self) -> None:
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = _SESSION_EXPIRY_S
-        self._client.connect_async(
-            self._endpoint.host,
-            self._endpoint.port,
-            keepalive=30,
-            clean_start=False,
-            properties=props,
-        )
-        self._client.loop_start()
-
-    def stop(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
 
     def ack(self, messages: list[Message]) -> None:
         """PUBACK messages whose content is committed. A message that came on an earlier
-        connection is not acknowledged: the broker delivers it again and the duplicate
-        is recognised by its (device_id, seq)."""
-        generation = self._generation
-        for m in messages:
-            if m.qos > 0 and m.generation == generation:
-                self._client.ack(m.mid, m.qos)
+        connection is not acknowledged (the child checks): the broker delivers it again
+        and the duplicate is recognised by its (device_id, seq)."""
+        self._send([("a", m.mid, m.qos, m.generation) for m in messages if m.qos > 0])
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
-        self._client.publish(topic, payload, qos=1, retain=retain)
+        self._send([("p", topic, payload, retain)])
+
+    # the child
+
+    async def _keep_running(self) -> None:
+        while not self._stopping:
+            self._starts += 1
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "monitor.ingest.relay",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                limit=1 << 20,
+            )
+            assert proc.stdin is not None
+            assert proc.stdout is not None
+            generation = self._starts * _GENERATIONS_PER_START
+            proc.stdin.write(encode_frame({**self._config, "generation": generation}))
+            self._proc = proc
+            self._flush()  # what was published while no child ran
+            try:
+                await self._read(proc.stdout)
+            finally:
+                self.subscribed.clear()
+            code = await proc.wait()
+            self._proc = None
+            if self._stopping:
+                return
+            log.error("the broker relay exited (status %s); starting it again", code)
+            await asyncio.sleep(_RESTART_DELAY_S)
+
+    async def _read(self, stdout: asyncio.StreamReader) -> None:
+        on_message = self._on_message
+        while True:
+            try:
+                header = await stdout.readexactly(4)
+                body = await stdout.readexactly(int.from_bytes(header, "big"))
+            except asyncio.IncompleteReadError:
+                return
+            for item in marshal.loads(body):
+                if item[0] == "m":
+                    _k, topic, payload, qos, mid, retain, props, repeated, at_us, gen = item
+                    on_message(
+                        Message(
+                            topic=topic,
+                            payload=payload,
+                            qos=qos,
+                            mid=mid,
+                            retain=retain,
+                            user_properties=props,
+                            repeated_properties=frozenset(repeated),
+                            received_at=_EPOCH + timedelta(microseconds=at_us),
+                            generation=gen,
+                        )
+                    )
+                elif item[1]:
+                    self.subscribed.set()
+                else:
+                    self.subscribed.clear()
+
+    def _send(self, items: list[tuple[Any, ...]]) -> None:
+        if not items:
+            return
+        loop = self._loop
+        if loop is not None and threading.get_ident() != self._loop_thread:
+            loop.call_soon_threadsafe(self._send, items)
+            return
+        self._outbox.extend(items)
+        if loop is not None and not self._flush_due:
+            # Everything sent during this turn of the loop goes in one write.
+            self._flush_due = True
+            loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_due = False
+        proc = self._proc
+        if not self._outbox or proc is None or proc.stdin is None or proc.stdin.is_closing():
+            return
+        proc.stdin.write(encode_frame(self._outbox))
+        self._outbox = []

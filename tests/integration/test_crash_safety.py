@@ -8,6 +8,7 @@ exactly 1..N with none twice and none missing.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ import pytest
 
 from device_sim.device import Bracelet
 from tests.client import Api
-from tests.servers import Monitor, Mosquitto, Postgres
+from tests.servers import Monitor, Mosquitto, Postgres, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -141,12 +142,48 @@ def _run(stack: Stack, tmp_path: Path, crash: Callable[[], None]) -> int:
     return stored
 
 
+def _relays(parent: int | None = None) -> list[int]:
+    """The broker relays running (children of `parent`, if given)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if b"monitor.ingest.relay" in cmdline and (parent is None or ppid == parent):
+            found.append(int(proc.name))
+    return found
+
+
 def test_service_killed_mid_batch(stack: Stack, tmp_path: Path) -> None:
     def crash() -> None:
+        assert stack.service.proc is not None
+        relays = _relays(stack.service.proc.pid)
+        assert len(relays) == 1, relays
         stack.service.stop(signal.SIGKILL)
+        # The service's broker relay ends with it (its stdin closes): no orphan holds
+        # the service's MQTT session against the restarted service.
+        wait_for(lambda: not set(relays) & set(_relays()), 10, "the old relay gone")
         stack.service.start(wait_healthy=False)
 
     _run(stack, tmp_path, crash)
+
+
+def test_broker_relay_killed(stack: Stack, tmp_path: Path) -> None:
+    """The child process holding the service's broker connection dies: the service
+    starts another, and the broker delivers again what was not acknowledged."""
+
+    def crash() -> None:
+        assert stack.service.proc is not None
+        relays = _relays(stack.service.proc.pid)
+        assert len(relays) == 1, relays
+        os.kill(relays[0], signal.SIGKILL)
+
+    _run(stack, tmp_path, crash)
+    assert stack.service.proc is not None
+    assert len(_relays(stack.service.proc.pid)) == 1
+    assert "the broker relay exited" in stack.service.log_tail(400)
 
 
 def test_broker_killed(stack: Stack, tmp_path: Path) -> None:
