@@ -40,7 +40,7 @@ from monitor.domain import (
 )
 from monitor.ingest.broker import acl_lines, password_hash, write_atomically
 from monitor.ingest.broker import reload as reload_broker
-from monitor.ingest.codec import UploadFault, decode_upload, verify_signature
+from monitor.ingest.codec import UploadFault, decode_upload, upload_from_wire, verify_signature
 from monitor.ingest.owntracks import decode_owntracks
 from monitor.ingest.subscriber import Message
 from monitor.ingest.wire import TopicError, ack_topic, cmd_topic, parse_topic
@@ -454,7 +454,11 @@ class Ingest:
                     batch.integrity.append((device.device_id, fault, batch.rejections[-1]))
                     continue
             try:
-                upload = decode_upload(device.device_id, msg.topic, msg.payload, msg.received_at)
+                upload = (
+                    decode_upload(device.device_id, msg.topic, msg.payload, msg.received_at)
+                    if msg.upload is None
+                    else upload_from_wire(device.device_id, msg.topic, msg.received_at, msg.upload)
+                )
             except UploadFault as exc:
                 self._reject(batch, msg, str(exc), device.device_id)
                 continue

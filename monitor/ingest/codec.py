@@ -15,7 +15,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard
 
 from monitor.domain import EVENT_KINDS, FIX_SOURCES, DeviceEvent, Fix, Rejection, from_epoch_ms
@@ -26,7 +26,10 @@ __all__ = [
     "UploadFault",
     "b64url",
     "decode_upload",
+    "fault_to_wire",
     "sign",
+    "upload_from_wire",
+    "upload_to_wire",
     "verify_signature",
 ]
 
@@ -246,3 +249,66 @@ def decode_upload(device_id: str, topic: str, payload: bytes, received_at: datet
             if seq_ok is not None and seq_ok not in seen:
                 seen[seq_ok] = rec
     return upload
+
+
+# The broker relay (a process of its own) decodes uploads as they arrive and hands the
+# service this form of the result: plain values that `marshal` carries, times as integer
+# microseconds since the epoch (exact), and what every record shares (the device, the
+# topic, the arrival time) left out. Rebuilding the records costs the service less than
+# half of decoding them (measured: 25 against 54 µs for a 10-fix upload).
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+WireUpload = tuple[Any, ...]
+
+
+def upload_to_wire(upload: Upload) -> WireUpload:
+    return (
+        "ok",
+        [
+            (f.seq, (f.t - _EPOCH) // _US, f.lat, f.lon, f.acc, f.src, f.spd, f.batt)
+            for f in upload.fixes
+        ],
+        [(e.seq, (e.t - _EPOCH) // _US, e.kind, e.detail) for e in upload.events],
+        [(r.reason, r.raw, r.seq, r.record) for r in upload.rejections],
+    )
+
+
+def fault_to_wire(fault: UploadFault) -> WireUpload:
+    return ("fault", str(fault))
+
+
+def upload_from_wire(device_id: str, topic: str, received_at: datetime, wire: WireUpload) -> Upload:
+    """What decode_upload gave in the relay; raises its UploadFault again."""
+    if wire[0] == "fault":
+        raise UploadFault(wire[1])
+    _ok, fixes, events, rejections = wire
+    epoch = _EPOCH
+    return Upload(
+        [
+            Fix(
+                device_id,
+                seq,
+                epoch + timedelta(microseconds=t_us),
+                lat,
+                lon,
+                acc,
+                src,
+                received_at,
+                spd,
+                batt,
+            )
+            for seq, t_us, lat, lon, acc, src, spd, batt in fixes
+        ],
+        [
+            DeviceEvent(
+                device_id, seq, epoch + timedelta(microseconds=t_us), kind, received_at, detail
+            )
+            for seq, t_us, kind, detail in events
+        ],
+        [
+            Rejection(topic, reason, raw, received_at, device_id, seq, record)
+            for reason, raw, seq, record in rejections
+        ],
+    )

@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from monitor.config import MqttEndpoint
+from monitor.ingest.codec import WireUpload
 from monitor.ingest.relay import encode_frame
 from monitor.ingest.wire import SUBSCRIPTIONS
 
@@ -55,6 +56,8 @@ class Message:
     generation: int  # which connection it came on: an ack is only valid on that one
     # User properties given more than once (a second `sig` must not go unnoticed).
     repeated_properties: frozenset[str] = frozenset()
+    # A device upload as the relay decoded it (codec.upload_to_wire), or None.
+    upload: WireUpload | None = None
 
 
 class Subscriber:
@@ -164,7 +167,7 @@ class Subscriber:
                 return
             for item in marshal.loads(body):
                 if item[0] == "m":
-                    _k, topic, payload, qos, mid, retain, props, repeated, at_us, gen = item
+                    _k, topic, payload, qos, mid, retain, props, repeated, at_us, gen, up = item
                     on_message(
                         Message(
                             topic=topic,
@@ -176,6 +179,7 @@ class Subscriber:
                             repeated_properties=frozenset(repeated),
                             received_at=_EPOCH + timedelta(microseconds=at_us),
                             generation=gen,
+                            upload=up,
                         )
                     )
                 elif item[1]:
