@@ -379,6 +379,11 @@ class _OperatorLoop:
         self.received = array("d")
         self.events = 0
         self.repeats = 0  # events of an alert that carried no new fix
+        # Fix-to-operator latencies by the 30-s window they were received in (from the
+        # first event), so a tail can be placed in the run's time line.
+        self.windows: dict[int, array[float]] = {}
+        self.first_ms = 0.0
+        self.cpu_at: dict[int, float] = {}
         self.kinds: Counter[str] = Counter()
         self.closes: Counter[str] = Counter()
 
@@ -398,6 +403,14 @@ class _OperatorLoop:
             return
         t = _ms(last["t"])
         (self.fix_open if first else self.fix_update).append((now_ms - t) / 1000)
+        self.first_ms = self.first_ms or now_ms
+        window = int((now_ms - self.first_ms) / 30_000)
+        if window not in self.windows:
+            self.windows[window] = array("d")
+            # This process's own CPU: a client that saturates its core delays what it
+            # measures, and that is not the service's latency.
+            self.cpu_at[window] = time.process_time()
+        self.windows[window].append((now_ms - t) / 1000)
         seq = last.get("seq")
         if isinstance(seq, int):
             pos = (seq - 1) % self.per_upload
@@ -467,6 +480,12 @@ class _OperatorLoop:
             "fix_update": figures(self.fix_update),
             "upload": figures(self.upload),
             "received": figures(self.received),
+            "windows": {w * 30: figures(v) for w, v in sorted(self.windows.items())},
+            "client_cpu": {
+                w * 30: (self.cpu_at[w + 1] - self.cpu_at[w]) / 30
+                for w in sorted(self.cpu_at)
+                if w + 1 in self.cpu_at
+            },
         }
 
 
@@ -991,6 +1010,20 @@ def main() -> None:
             )
             print(_latency_line("upload-to-operator (publish time)", results["upload"]))
             print(_latency_line("received_at-to-operator", results["received"]))
+            late = {w: f for w, f in results["windows"].items() if f["p99"] > 1.0}
+            print(
+                f"  30-s windows (from the first event) with fix-to-operator p99 over 1 s:"
+                f" {len(late)} of {len(results['windows'])}"
+            )
+            for w, f in late.items():
+                print(_latency_line(f"    {w:>4}–{w + 30:<4} s", f))
+            busy = results["client_cpu"]
+            if busy:
+                print(
+                    "  the clients' own process, CPU per 30-s window: median"
+                    f" {statistics.median(busy.values()):.0%}, max {max(busy.values()):.0%}"
+                    f" ({max(busy, key=busy.__getitem__)} s)"
+                )
             print(f"memory     service RSS {rss_mb(pid):.0f} MiB")
             print(f"machine    CPU steal {100 * (s1 - s0) / max(1, a1 - a0):.1f} %", flush=True)
             if args.check:

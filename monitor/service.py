@@ -13,7 +13,6 @@ rule state and watermarks it computed are applied only after its commit.
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import logging
 import time
@@ -38,6 +37,7 @@ from monitor.domain import (
     Severity,
     iso,
 )
+from monitor.heap import Heap
 from monitor.ingest.broker import acl_lines, password_hash, write_atomically
 from monitor.ingest.broker import reload as reload_broker
 from monitor.ingest.codec import UploadFault, decode_upload, upload_from_wire, verify_signature
@@ -206,6 +206,7 @@ class Ingest:
         self._shared: SharedZones | None = None
         self._inside: dict[str, dict[str, bool]] = {}  # zones each subject is surely in
         self._ticks = 0
+        self._met_new = False
         self.processed_batches = 0
         self.stored_fixes = 0
         # Counters for /metrics: messages handled, records stored, things refused.
@@ -266,6 +267,13 @@ class Ingest:
     # the loop
 
     async def run(self) -> None:
+        heap = Heap(time.monotonic())
+        try:
+            await self._loop(heap)
+        finally:
+            heap.close()
+
+    async def _loop(self, heap: Heap) -> None:
         max_n = self._settings.batch_max_messages
         max_wait = self._settings.batch_max_ms / 1000
         while True:
@@ -297,6 +305,8 @@ class Ingest:
                 if run:
                     await self._retrying(lambda m=run: self._process(m))  # type: ignore[misc]
                     run = []
+                    heap.settle(time.monotonic(), grown=self._met_new)
+                    self._met_new = False
                 if item is not None:
                     await self._retrying(lambda c=item: self._rules_changed(c))  # type: ignore[misc]
 
@@ -597,13 +607,9 @@ class Ingest:
         self._checks.update(spoofing)
         self._prox.update(proximity)
         self._inside.update(inside)
-        if warm:
-            # The subjects just met stay for the life of the process. Left to the cyclic
-            # collector, every 25 % of heap growth while 100,000 subjects are first met
-            # costs a full collection over all of them (pauses of a second, measured):
-            # collect the young generations, then exempt what survives from later scans.
-            gc.collect(1)
-            gc.freeze()
+        # The subjects just met stay for the life of the process: the loop freezes
+        # their state out of the collector's scans after this batch (monitor.heap).
+        self._met_new = self._met_new or bool(warm)
         for f, _ in batch.fixes:
             latest = self._last_fix.get(f.device_id)
             if (f.device_id, f.seq, f.t) in new_fixes and (latest is None or f.t >= latest.t):
@@ -1259,36 +1265,14 @@ class Ingest:
     async def escalate(self) -> None:
         """Critical alerts left unacknowledged are escalated (an alert event of their own,
         pushed again to every operator), once per escalation period, up to three times."""
-        after = self._settings.escalate_after_s
         async with self._pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                "SELECT id, coalesce((detail->>'escalation_level')::int, 0) AS level FROM alerts"
-                " WHERE state = 'open' AND severity = 'critical' AND cleared_at IS NULL"
-                " AND detail->'suspended' IS NULL"
-                " AND coalesce((detail->>'escalation_level')::int, 0) < 3"
-                " AND coalesce((detail->>'escalated_at')::timestamptz, created_at)"
-                "     < clock_timestamp() - make_interval(secs => %s)"
-                " ORDER BY alert_no FOR UPDATE SKIP LOCKED",
-                (after,),
-            )
-            rows = await cur.fetchall()
-            now = self._clock()
-            # All that are due in three statements: 5,000 alerts opened together fall due
-            # together, and one by one they held the event lock (and every operator's
-            # next event) for seconds.
-            await alert_store.amend_many(
-                conn,
-                [
-                    alert_store.Amendment(
-                        str(row["id"]),
-                        "escalated",
-                        {"escalated_at": iso(now), "escalation_level": int(row["level"]) + 1},
-                    )
-                    for row in rows
-                ],
+            rows = await alert_store.escalate_due(
+                conn, self._settings.escalate_after_s, self._clock()
             )
         for row in rows:
-            log.warning("alert %s escalated to level %d", row["id"], int(row["level"]) + 1)
+            log.warning(
+                "alert %s escalated to level %d", row["id"], row["detail"]["escalation_level"]
+            )
 
     async def _integrity_alert(
         self, conn: Conn, device_id: str, fault: str, rejection: Rejection

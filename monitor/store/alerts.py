@@ -26,8 +26,10 @@ __all__ = [
     "NewAlert",
     "alert_json",
     "amend_many",
+    "escalate_due",
     "events_after",
     "get",
+    "hold_event_lock",
     "insert",
     "insert_many",
     "latest_event_id",
@@ -103,6 +105,16 @@ class Amendment:
     change: str
     detail_patch: dict[str, Any]
     cleared_at: datetime | None = None
+
+
+async def hold_event_lock(conn: Conn) -> None:
+    """Take the event lock now, before locking any alert row, in a transaction that
+    locks alert rows first and changes them after. Every writer then takes the event
+    lock before the rows: two writers that took them in opposite orders would wait on
+    each other until PostgreSQL aborted one as a deadlock (a second later), and an
+    ingest batch in progress would be redone or an operator's acknowledgement refused.
+    Taken again by the same transaction, it is held already and costs nothing more."""
+    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_EVENT_LOCK,))
 
 
 async def _next_event_ids(conn: Conn, n: int) -> list[int]:
@@ -341,3 +353,33 @@ async def list_page(
         f"SELECT {_COLUMNS} FROM alerts {clause} ORDER BY alert_no DESC LIMIT %(limit)s", params
     )
     return await cur.fetchall()
+
+
+async def escalate_due(conn: Conn, after_s: float, now: datetime) -> list[dict[str, Any]]:
+    """Escalate the critical alerts left unacknowledged for `after_s` since they opened
+    or were last escalated, up to level 3: an event of their own, pushed again to every
+    operator. All that are due in a few statements (5,000 alerts opened together fall
+    due together); the rows changed. The caller's transaction commits them."""
+    await hold_event_lock(conn)
+    cur = await conn.execute(
+        "SELECT id, coalesce((detail->>'escalation_level')::int, 0) AS level FROM alerts"
+        " WHERE state = 'open' AND severity = 'critical' AND cleared_at IS NULL"
+        " AND detail->'suspended' IS NULL"
+        " AND coalesce((detail->>'escalation_level')::int, 0) < 3"
+        " AND coalesce((detail->>'escalated_at')::timestamptz, created_at)"
+        "     < clock_timestamp() - make_interval(secs => %s)"
+        " ORDER BY alert_no FOR UPDATE",
+        (after_s,),
+    )
+    due = await cur.fetchall()
+    return await amend_many(
+        conn,
+        [
+            Amendment(
+                str(row["id"]),
+                "escalated",
+                {"escalated_at": iso(now), "escalation_level": int(row["level"]) + 1},
+            )
+            for row in due
+        ],
+    )

@@ -87,8 +87,15 @@ def _subject(row: dict[str, Any]) -> str | None:
     return str(row["subject_id"]) if row["subject_id"] is not None else None
 
 
-async def _alert_for_change(conn: Conn, user: User, alert_id: str) -> dict[str, Any]:
-    row = await alert_store.get(conn, alert_id, for_update=True)
+async def _visible_alert(
+    conn: Conn, user: User, alert_id: str, for_change: bool = True
+) -> dict[str, Any]:
+    if for_change:
+        # The event lock before the row's, as every writer of alerts takes them: an
+        # ingest batch amending this alert at the same moment would otherwise deadlock
+        # with this acknowledgement, and PostgreSQL would refuse one of the two.
+        await alert_store.hold_event_lock(conn)
+    row = await alert_store.get(conn, alert_id, for_update=for_change)
     if row is None:
         raise HTTPException(404, f"no alert {alert_id}")
     if not user.sees_everyone:
@@ -104,7 +111,7 @@ async def get_alert(
 ) -> dict[str, Any]:
     require_roles(user, "administrator", "operator", "officer")
     async with runtime.pool.connection() as conn:
-        row = await _alert_for_change(conn, user, alert_id)
+        row = await _visible_alert(conn, user, alert_id, for_change=False)
         await subject_store.log_consultation(
             conn,
             user.username,
@@ -119,7 +126,7 @@ async def get_alert(
 async def acknowledge(alert_id: str, user: CurrentUser, runtime: RuntimeDep) -> dict[str, Any]:
     require_roles(user, "administrator", "operator", "officer")
     async with runtime.pool.connection() as conn, conn.transaction():
-        row = await _alert_for_change(conn, user, alert_id)
+        row = await _visible_alert(conn, user, alert_id)
         if row["state"] == "resolved":
             raise HTTPException(409, "the alert is already resolved")
         if row["state"] == "acknowledged":
@@ -147,7 +154,7 @@ async def resolve(
 ) -> dict[str, Any]:
     require_roles(user, "administrator", "operator", "officer")
     async with runtime.pool.connection() as conn, conn.transaction():
-        row = await _alert_for_change(conn, user, alert_id)
+        row = await _visible_alert(conn, user, alert_id)
         if row["state"] == "resolved":
             raise HTTPException(409, "the alert is already resolved")
         if row["kind"] == "tamper" and row["cleared_at"] is None:
