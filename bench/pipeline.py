@@ -527,6 +527,10 @@ def baseline(pg: Postgres, broker: Mosquitto, ids: list[str], args: argparse.Nam
     consumer.loop_start()
     stop = threading.Event()
 
+    # Fix-to-commit, from each upload's last fix (stamped when it was published): what
+    # the bare path costs before any rule, alert or websocket.
+    stored = array("d")
+
     def writer() -> None:
         with psycopg.connect(url) as conn:
             while not stop.is_set():
@@ -537,10 +541,13 @@ def baseline(pg: Postgres, broker: Mosquitto, ids: list[str], args: argparse.Nam
                     time.sleep(0.005)
                     continue
                 uptos: dict[str, int] = {}
+                newest: list[float] = []
                 with conn.cursor().copy("COPY fixes FROM STDIN") as copy:
                     for m in batch:
                         device = m.topic.split("/")[3]
-                        for f in json.loads(m.payload)["fixes"]:
+                        fixes = json.loads(m.payload)["fixes"]
+                        newest.append(max(f["t"] for f in fixes))
+                        for f in fixes:
                             copy.write_row(
                                 (
                                     device,
@@ -553,6 +560,8 @@ def baseline(pg: Postgres, broker: Mosquitto, ids: list[str], args: argparse.Nam
                             )
                             uptos[device] = max(uptos.get(device, 0), f["seq"])
                 conn.commit()
+                committed_ms = time.time() * 1000
+                stored.extend((committed_ms - t) / 1000 for t in newest)
                 for device, upto in uptos.items():
                     consumer.publish(
                         f"em/v1/dev/{device}/ack", json.dumps({"upto": upto}), qos=1, retain=True
@@ -575,6 +584,23 @@ def baseline(pg: Postgres, broker: Mosquitto, ids: list[str], args: argparse.Nam
     print(
         f"baseline   {made:>8} fixes acknowledged in {done - start:6.1f} s"
         f" = {made / (done - start):8,.0f} fixes/s (offered {args.rate}/s); {report.summary()}"
+    )
+    rows = _rows(url)
+    print(
+        f"baseline   {rows / (done - start):8,.0f} fix rows/s in the database;"
+        " no service memory to report (the bare consumer is threads of this process)"
+    )
+    print(
+        _latency_line(
+            "baseline fix-to-commit",
+            {
+                "n": len(stored),
+                "p50": pct(stored, 50),
+                "p99": pct(stored, 99),
+                "p99.9": pct(stored, 99.9),
+                "max": max(stored) if stored else float("nan"),
+            },
+        )
     )
 
 
