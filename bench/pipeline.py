@@ -64,6 +64,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import paho.mqtt.client as mqtt
 import psycopg
 import websockets
@@ -93,6 +94,27 @@ NOT_CLONED = ("audit_log",)
 def cpu() -> tuple[int, int]:
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
     return fields[7], sum(fields)
+
+
+def schedstat(pid: int) -> tuple[int, int]:
+    """Nanoseconds the process's main thread (the service's event loop) has run on a
+    CPU, and waited runnable for one (the kernel's run queue): the second is what the
+    other processes on these two cores cost it."""
+    with contextlib.suppress(OSError, ValueError):
+        ran, waited, _slices = Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()
+        return int(ran), int(waited)
+    return 0, 0
+
+
+def busy_us(base_url: str | None) -> int | None:
+    """The service's batch loop time so far (GET /metrics, monitor_batch_busy_us_total)."""
+    if base_url is None:
+        return None
+    with contextlib.suppress(OSError, ValueError, httpx.HTTPError):
+        for line in httpx.get(f"{base_url}/metrics", timeout=5).text.splitlines():
+            if line.startswith("monitor_batch_busy_us_total "):
+                return int(line.split()[1])
+    return None
 
 
 def rss_mb(pid: int) -> float:
@@ -126,9 +148,22 @@ class Reporter:
     offered run (the last one if it covers half a period at least), for the median and
     minimum at the end; periods while draining are printed, not kept."""
 
-    def __init__(self, label: str, pid: int | None, published: int = 0, acked: int = 0) -> None:
+    def __init__(
+        self,
+        label: str,
+        pid: int | None,
+        published: int = 0,
+        acked: int = 0,
+        base_url: str | None = None,
+    ) -> None:
         self.label = label
         self.pid = pid
+        self.base_url = base_url
+        self.sched = schedstat(pid) if pid is not None else (0, 0)
+        self.busy = busy_us(base_url)
+        # Per period: the batch loop's share of the time, the event loop's thread on a
+        # CPU and waiting for one (%), for the medians at the end.
+        self.loop: list[tuple[float, float, float]] = []
         self.start = time.monotonic()
         self.last_t = self.start
         # The fleet's counts when this run began (after a warm-up): lines count from here.
@@ -149,11 +184,25 @@ class Reporter:
             self.rates.append(rate)
         rss = f", service RSS {rss_mb(self.pid):5.0f} MiB" if self.pid is not None else ""
         phase = "" if self.offering else " (draining)"
+        loop = ""
+        if self.pid is not None:
+            span_ns = (now - self.last_t) * 1e9
+            sched = schedstat(self.pid)
+            ran = (sched[0] - self.sched[0]) / span_ns * 100
+            waited = (sched[1] - self.sched[1]) / span_ns * 100
+            self.sched = sched
+            busy = busy_us(self.base_url)
+            if busy is not None and self.busy is not None:
+                share = (busy - self.busy) / span_ns * 100_000
+                loop = f"; batches {share:3.0f} %, on CPU {ran:3.0f} %, waiting {waited:3.0f} %"
+                if self.offering and now - self.last_t >= REPORT_EVERY_S / 2:
+                    self.loop.append((share, ran, waited))
+            self.busy = busy
         print(
             f"  {self.label} t={now - self.start:5.0f} s"
             f"  published {published - self.base_published:>9,}"
             f"  acknowledged {acked - self.base_published:>9,}  last {now - self.last_t:3.0f} s:"
-            f" {rate:8,.0f} fixes/s{rss}{phase}",
+            f" {rate:8,.0f} fixes/s{rss}{loop}{phase}",
             flush=True,
         )
         self.last_t, self.last_acked = now, acked
@@ -164,6 +213,17 @@ class Reporter:
         return (
             f"{len(self.rates)} periods of {REPORT_EVERY_S:.0f} s while offering:"
             f" median {statistics.median(self.rates):,.0f}, min {min(self.rates):,.0f} fixes/s"
+        )
+
+    def loop_summary(self) -> str | None:
+        """The service's event loop over the periods: medians and maxima (%)."""
+        if not self.loop:
+            return None
+        share, ran, waited = (sorted(v[k] for v in self.loop) for k in range(3))
+        return (
+            f"batches took {statistics.median(share):.0f} % of the time (max {share[-1]:.0f});"
+            f" the event loop's thread ran {statistics.median(ran):.0f} % (max {ran[-1]:.0f})"
+            f" and waited for a CPU {statistics.median(waited):.0f} % (max {waited[-1]:.0f})"
         )
 
 
@@ -989,7 +1049,7 @@ def main() -> None:
                 broker.port, ids, args.per_upload, args.fix_interval, args.violating, OUT_M
             )
             if args.warmup:
-                warm_up(fleet, args, pid)
+                warm_up(fleet, args, pid, service.base_url)
             operators = Operators(
                 service.base_url, api.token, args.clients, args.per_upload, interval_ms
             )
@@ -998,7 +1058,7 @@ def main() -> None:
             s0, a0 = cpu()
             rows0 = _rows(pg.url)
             spy = start_profile(args, pid)
-            report = Reporter("service ", pid, fleet.published, fleet.acked_total)
+            report = Reporter("service ", pid, fleet.published, fleet.acked_total, service.base_url)
             start = time.monotonic()
             made = fleet.run(args.seconds, args.rate, report)
             if spy is not None:
@@ -1014,6 +1074,8 @@ def main() -> None:
                 f" = {made / (done - start):8,.0f} fixes/s (offered {args.rate}/s,"
                 f" {args.violating:.0%} of devices violating); {report.summary()}"
             )
+            if (loop := report.loop_summary()) is not None:
+                print(f"service    event loop: {loop}")
             if fleet.squeezed:
                 print(
                     f"           {fleet.squeezed:,} uploads came sooner than"
@@ -1065,12 +1127,12 @@ def main() -> None:
             print(f"kept       {work}")
 
 
-def warm_up(fleet: Fleet, args: argparse.Namespace, pid: int) -> None:
+def warm_up(fleet: Fleet, args: argparse.Namespace, pid: int, base_url: str) -> None:
     """Every device reporting at home for `--warmup` seconds before the measured run, so
     the service has met each subject once (as a service that has been running has) and
     the run measures the steady state; the violators leave their radius only when the
     measured run starts, so their alerts open during it. Printed, never counted."""
-    report = Reporter("warm-up ", pid)
+    report = Reporter("warm-up ", pid, base_url=base_url)
     fleet.holding = True
     started = time.monotonic()
     made = fleet.run(args.warmup, args.rate, report)

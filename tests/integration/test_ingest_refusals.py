@@ -108,6 +108,12 @@ def test_broken_uploads_are_refused_and_the_next_good_one_is_stored(
     # refused too, so only the record count is exact.)
     assert "monitor_messages_refused_total" in metrics
     assert "monitor_records_refused_total 2" in metrics
+    # The batch loop's busy time (the benchmark's occupancy figure) counts up.
+    busy = [
+        line for line in metrics.splitlines() if line.startswith("monitor_batch_busy_us_total ")
+    ]
+    assert busy
+    assert int(busy[0].split()[1]) > 0
 
 
 def test_signed_device_refuses_forged_uploads_and_raises_integrity(
