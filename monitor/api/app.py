@@ -159,7 +159,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             ),
             name="listen",
         ),
-        asyncio.create_task(_ticker(ingest), name="ticker"),
+        # The periodic work judges silence from what this process heard, so only the
+        # ingesting process does it: another would find every device silent.
+        *([asyncio.create_task(_ticker(ingest), name="ticker")] if settings.ingest else []),
         asyncio.create_task(_retention(settings), name="retention"),
     ]
     await subscriber.start()

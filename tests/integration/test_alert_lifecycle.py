@@ -5,11 +5,13 @@ process reaching an operator connected to another process."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -35,6 +37,29 @@ def pair(
     ingesting = Monitor({**common, "MONITOR_INSTANCE": "lifecycle-ingest"}, workdir / "lc1")
     serving = Monitor(
         {**common, "MONITOR_INSTANCE": "lifecycle-api", "MONITOR_INGEST": "false"}, workdir / "lc2"
+    )
+    ingesting.start()
+    serving.start()
+    yield ingesting, serving
+    serving.stop()
+    ingesting.stop()
+
+
+@pytest.fixture
+def lively_pair(
+    database_url: str, mosquitto: Mosquitto, workdir: Path
+) -> Iterator[tuple[Monitor, Monitor]]:
+    """The same two processes, judging silence every 2 s with a 1-s comms buffer."""
+    common = {
+        "MONITOR_DATABASE_URL": database_url,
+        "MONITOR_MQTT_URL": f"mqtt://127.0.0.1:{mosquitto.port}",
+        "MONITOR_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "MONITOR_COMMS_BUFFER_S": "1",
+        "MONITOR_LIVENESS_EVERY_TICKS": "1",
+    }
+    ingesting = Monitor({**common, "MONITOR_INSTANCE": "lively-ingest"}, workdir / "lv1")
+    serving = Monitor(
+        {**common, "MONITOR_INSTANCE": "lively-api", "MONITOR_INGEST": "false"}, workdir / "lv2"
     )
     ingesting.start()
     serving.start()
@@ -104,3 +129,55 @@ def test_lifecycle_across_two_processes(
     assert [a["kind"] for a in recorded] == ["tamper"]
     assert recorded[0]["detail"]["suspended"]["reason"] == "hospital stay"
     assert "escalated_at" not in recorded[0]["detail"]
+
+
+def test_only_the_ingesting_process_judges_silence(
+    lively_pair: tuple[Monitor, Monitor], mosquitto: Mosquitto, database_url: str
+) -> None:
+    """A process that serves only hears no device: were it to judge silence, it would
+    open a comms_loss for every device, talking or not."""
+    _, serving = lively_pair
+    api = Api.login(serving.base_url, "admin", ADMIN_PASSWORD)
+    talking = api.subject("LV-TALK")
+    silent = api.subject("LV-SILENT")
+    api.enrol("BR-LV-TALK", talking, signed=False, assigned_at="2026-01-01T00:00:00Z")
+    api.enrol("BR-LV-SILENT", silent, signed=False, assigned_at="2026-01-01T00:00:00Z")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="BR-LV-TALK", protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", mosquitto.port)
+    client.loop_start()
+    try:
+        # Talk every half second for 8 s: four liveness judgments in each process.
+        for seq in range(1, 17):
+            t = int(datetime.now(UTC).timestamp() * 1000)
+            fix = {"seq": seq, "t": t, "lat": 43.2389, "lon": 76.8897, "acc": 5, "src": "gnss"}
+            client.publish(
+                "em/v1/dev/BR-LV-TALK/up", json.dumps({"fixes": [fix]}), qos=1
+            ).wait_for_publish(10)
+            if seq == 1:
+                # Both devices upload every second from now on, as far as the service
+                # knows: silence is then 2 s (1 s and the 1-s buffer), not 61 s. Every
+                # process reloads a device on NOTIFY devices.
+                with psycopg.connect(database_url, autocommit=True) as conn:
+                    conn.execute(
+                        "UPDATE devices SET upload_interval_s = 1, fix_interval_s = 1"
+                        " WHERE device_id IN ('BR-LV-TALK', 'BR-LV-SILENT')"
+                    )
+                    conn.execute("SELECT pg_notify('devices', 'BR-LV-TALK')")
+                    conn.execute("SELECT pg_notify('devices', 'BR-LV-SILENT')")
+            time.sleep(0.5)  # the device's own pace, not a wait for the service
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+    def comms_losses(subject: str) -> list[dict[str, object]]:
+        items = api.get("/api/v1/alerts", subject_id=subject)["items"]
+        return [a for a in items if a["kind"] == "comms_loss"]
+
+    # The silent device's loss is opened once, by the ingesting process alone.
+    assert len(comms_losses(silent)) == 1
+    # The talking device may have been judged silent once if the ingesting process fell
+    # more than 2 s behind; any such loss is cleared, and none stays open.
+    assert all(
+        isinstance(a["detail"], dict) and a["detail"].get("cleared_at")
+        for a in comms_losses(talking)
+    ), comms_losses(talking)
