@@ -143,6 +143,41 @@ class RulesChanged:
     keys: frozenset[str] | None = None  # rule keys new from `since`; None: reload only
     shared: bool = False  # a shared zone set changed (subject_id is then the set's name)
 
+    def notice(self, origin: str) -> str:
+        """The payload of NOTIFY rules: the whole change, so that an ingesting process
+        other than the one that took the request judges the stored fixes again from
+        `since` as the taking process would. `origin` names the sending process, which
+        has handled the change already."""
+        keys = sorted(self.keys) if self.keys is not None else None
+        return json.dumps(
+            {
+                "subject_id": self.subject_id,
+                "since": self.since.isoformat(),
+                "keys": keys,
+                "origin": origin,
+            }
+        )
+
+    @classmethod
+    def from_notice(cls, payload: str, now: datetime) -> tuple[RulesChanged, str | None]:
+        """The change and its origin from a NOTIFY rules payload. A bare subject id (a
+        notice sent by hand in SQL) is a reload from `now`, with no origin."""
+        try:
+            data = json.loads(payload)
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
+            since = datetime.fromisoformat(str(data["since"]))
+            keys = data.get("keys")
+            change = cls(
+                str(data["subject_id"]),
+                since if since.tzinfo is not None else since.replace(tzinfo=UTC),
+                frozenset(str(k) for k in keys) if isinstance(keys, list) else None,
+            )
+        except (ValueError, KeyError, TypeError):
+            return cls(payload, now), None
+        origin = data.get("origin")
+        return change, str(origin) if origin is not None else None
+
 
 @dataclass
 class _Batch:
@@ -174,6 +209,8 @@ class Ingest:
     ) -> None:
         self._settings = settings
         self._pool = pool
+        # This process, as the origin of the rule changes it announces (NOTIFY rules).
+        self.origin = uuid.uuid4().hex
         self._publish = publish
         self._puback = puback
         self._clock = clock
@@ -1355,8 +1392,17 @@ class Ingest:
 
     # rules changed by the API
 
+    async def announce(self, conn: Conn, change: RulesChanged) -> None:
+        """Tell every process of the change when `conn`'s transaction commits (NOTIFY is
+        delivered at commit): call it inside the transaction that makes the change."""
+        await conn.execute("SELECT pg_notify('rules', %s)", (change.notice(self.origin),))
+
     def rules_changed(self, change: RulesChanged) -> None:
-        self.submit(change)
+        """Judge by the changed rules from now on (and the stored fixes from `since`).
+        Only an ingesting process has a batch loop to take the change; the others leave
+        it to the ingesting one, which hears of it by NOTIFY rules."""
+        if self._settings.ingest:
+            self.submit(change)
 
     async def _rules_changed(self, change: RulesChanged) -> None:
         subject_id = change.subject_id

@@ -109,8 +109,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         start_after = await alert_store.latest_event_id(conn)
 
     def on_rules(payload: str | None) -> None:
-        if payload:
-            ingest.rules_changed(RulesChanged(payload, datetime.now(UTC)))
+        if not payload:
+            return
+        change, origin = RulesChanged.from_notice(payload, datetime.now(UTC))
+        if origin != ingest.origin:  # the route that took the change submitted it already
+            ingest.rules_changed(change)
 
     pending: set[asyncio.Task[None]] = set()
 

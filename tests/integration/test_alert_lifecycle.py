@@ -15,9 +15,10 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from geofences.geodesy import offset
 from tests.client import Api, LiveAlerts
 from tests.conftest import ADMIN_PASSWORD
-from tests.servers import Monitor, Mosquitto
+from tests.servers import Monitor, Mosquitto, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -181,3 +182,54 @@ def test_only_the_ingesting_process_judges_silence(
         isinstance(a["detail"], dict) and a["detail"].get("cleared_at")
         for a in comms_losses(talking)
     ), comms_losses(talking)
+
+
+def test_a_backdated_status_set_on_the_serving_process_judges_stored_fixes(
+    pair: tuple[Monitor, Monitor], mosquitto: Mosquitto
+) -> None:
+    """A status dated in the past, set through a process that does not ingest, reaches
+    the ingesting process whole (NOTIFY rules carries `since` and the new rule keys):
+    it judges the fixes stored since then and opens the zone_exit they show."""
+    _, serving = pair
+    api = Api.login(serving.base_url, "admin", ADMIN_PASSWORD)
+    subject = api.subject("LC-BACK")
+    api.enrol("BR-LC-BACK", subject, signed=False, assigned_at="2026-01-01T00:00:00Z")
+    home = (76.889709, 43.238949)
+    lon, lat = offset(home[0], home[1], 900, 0)
+    acks: list[int] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="BR-LC-BACK", protocol=mqtt.MQTTv5)
+    client.on_message = lambda _c, _u, m: acks.append(json.loads(m.payload)["upto"])
+    client.connect("127.0.0.1", mosquitto.port)
+    client.loop_start()
+    try:
+        client.subscribe("em/v1/dev/BR-LC-BACK/ack", qos=1)
+        now = datetime.now(UTC)
+        t0 = int(now.timestamp() * 1000) - 60_000
+        fixes = [
+            {"seq": i, "t": t0 + i * 10_000, "lat": lat, "lon": lon, "acc": 5, "src": "gnss"}
+            for i in (1, 2, 3)
+        ]
+        client.publish(
+            "em/v1/dev/BR-LC-BACK/up", json.dumps({"fixes": fixes}), qos=1
+        ).wait_for_publish(10)
+        wait_for(lambda: 3 in acks, 30, "the fixes stored")
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    assert api.get("/api/v1/alerts", subject_id=subject)["items"] == []  # no rule yet
+
+    api.put(
+        f"/api/v1/subjects/{subject}/status",
+        {
+            "status": "yellow",
+            "home": list(home),
+            "effective_at": (now - timedelta(minutes=10)).isoformat(),
+        },
+    )
+    wait_for(
+        lambda: any(
+            a["kind"] == "zone_exit" for a in api.get("/api/v1/alerts", subject_id=subject)["items"]
+        ),
+        30,
+        "the zone_exit judged from the stored fixes",
+    )

@@ -104,6 +104,7 @@ async def create_order(
     fields.pop("home")
     fields["home_lon"], fields["home_lat"] = (home[0], home[1]) if home else (None, None)
     keys: set[str] = set()
+    change: RulesChanged | None = None
     async with runtime.pool.connection() as conn, conn.transaction():
         row = await orders.create(conn, subject_id, fields, user.username)
         if body.status is not None:
@@ -142,7 +143,8 @@ async def create_order(
                     user.username,
                 )
                 keys.add(f"status:{zone_id or preset}")
-            await conn.execute("SELECT pg_notify('rules', %s)", (subject_id,))
+            change = RulesChanged(subject_id, body.starts_at, frozenset(keys))
+            await runtime.ingest.announce(conn, change)
         await audit.record(
             conn,
             user.username,
@@ -152,8 +154,8 @@ async def create_order(
             subject_id=subject_id,
             after=order_json(row),
         )
-    if keys:
-        runtime.ingest.rules_changed(RulesChanged(subject_id, body.starts_at, frozenset(keys)))
+    if change is not None:
+        runtime.ingest.rules_changed(change)
     return order_json(row)
 
 

@@ -69,7 +69,8 @@ async def create(
         )
         row = await cur.fetchone()
         assert row is not None
-        await conn.execute("SELECT pg_notify('rules', %s)", (subject_id,))
+        change = RulesChanged(subject_id, valid_from)
+        await runtime.ingest.announce(conn, change)
         await audit.record(
             conn,
             user.username,
@@ -79,7 +80,7 @@ async def create(
             subject_id=subject_id,
             after=_json(row),
         )
-    runtime.ingest.rules_changed(RulesChanged(subject_id, valid_from))
+    runtime.ingest.rules_changed(change)
     return _json(row)
 
 

@@ -121,6 +121,9 @@ async def update_subject(
                 after=subject_json(row),
             )
             await conn.execute("SELECT pg_notify('subjects', %s)", (subject_id,))
+            if "timezone" in changes:
+                # Schedules are read in the subject's time zone: every process rereads.
+                await runtime.ingest.announce(conn, RulesChanged(subject_id, datetime.now(UTC)))
     if row is None:
         raise HTTPException(404, f"no subject {subject_id}")
     # A transfer takes the subject out of the old officer's live feed at once.
@@ -217,7 +220,10 @@ async def set_status(
             effective_at,
             user.username,
         )
-        await conn.execute("SELECT pg_notify('rules', %s)", (subject_id,))
+        change = RulesChanged(
+            subject_id, effective_at, frozenset({f"status:{zone_id or preset.value}"})
+        )
+        await runtime.ingest.announce(conn, change)
         await audit.record(
             conn,
             user.username,
@@ -227,8 +233,7 @@ async def set_status(
             subject_id=subject_id,
             after=_status_json(row),
         )
-    key = f"status:{zone_id or preset.value}"
-    runtime.ingest.rules_changed(RulesChanged(subject_id, effective_at, frozenset({key})))
+    runtime.ingest.rules_changed(change)
     return {"subject_id": subject_id, **_status_json(row)}
 
 
@@ -275,7 +280,8 @@ async def create_zone(
             valid_from=valid_from,
             created_by=user.username,
         )
-        await conn.execute("SELECT pg_notify('rules', %s)", (subject_id,))
+        change = RulesChanged(subject_id, valid_from, frozenset({f"zone:{row['id']}"}))
+        await runtime.ingest.announce(conn, change)
         await audit.record(
             conn,
             user.username,
@@ -285,9 +291,7 @@ async def create_zone(
             subject_id=subject_id,
             after=zone_store.zone_json(row),
         )
-    runtime.ingest.rules_changed(
-        RulesChanged(subject_id, valid_from, frozenset({f"zone:{row['id']}"}))
-    )
+    runtime.ingest.rules_changed(change)
     return zone_store.zone_json(row)
 
 
