@@ -409,8 +409,13 @@ def _operators_main(
     stop: Any,
     results: Any,
 ) -> None:
+    import uvloop
+
     op = _OperatorLoop(url, clients, per_upload, interval_ms, ready, stop)
-    asyncio.run(op.main())
+    # The clients are the measuring instrument, on the service's two cores: the cheaper
+    # they are, the less they take from what they measure (uvloop, and no timer per
+    # message: see `_one`).
+    uvloop.run(op.main())
     results.put(op.summary())
 
 
@@ -446,6 +451,7 @@ class _OperatorLoop:
         self.cpu_at: dict[int, float] = {}
         self.kinds: Counter[str] = Counter()
         self.closes: Counter[str] = Counter()
+        self.open: set[Any] = set()  # the clients' connections, closed at the end
 
     def _record(self, alert: dict[str, Any], now_ms: float, seen: dict[str, Any]) -> None:
         self.events += 1
@@ -493,16 +499,18 @@ class _OperatorLoop:
                     if not counted:
                         started.append(1)
                         counted = True
-                    while not self.stop.is_set():
-                        try:
-                            raw = await asyncio.wait_for(ws.recv(), 0.5)
-                        except TimeoutError:
-                            continue
+                    self.open.add(ws)
+                    async for raw in ws:  # ends when `_watch_stop` closes it
                         now_ms = time.time() * 1000
                         alert = json.loads(raw)["alert"]
                         after = int(alert["event_id"])
                         self._record(alert, now_ms, seen)
+                    self.open.discard(ws)
+                    if not self.stop.is_set():
+                        self.closes["closed normally"] += 1
             except websockets.ConnectionClosed as exc:
+                if self.stop.is_set():
+                    break
                 code = exc.rcvd.code if exc.rcvd is not None else None
                 self.closes[f"closed {code}"] += 1
                 await asyncio.sleep(0.1)
@@ -510,13 +518,25 @@ class _OperatorLoop:
                 self.closes[type(exc).__name__] += 1
                 await asyncio.sleep(1.0)
 
+    async def _watch_stop(self) -> None:
+        """Closes every client once the run is over (`stop`, set by another process)."""
+        await asyncio.to_thread(self.stop.wait)
+        for ws in list(self.open):
+            await ws.close()
+
     async def main(self) -> None:
         started: list[int] = []
+        watcher = asyncio.create_task(self._watch_stop())
         tasks = [asyncio.create_task(self._one(started)) for _ in range(self.clients)]
         deadline = asyncio.get_running_loop().time() + 120
         while len(started) < self.clients and asyncio.get_running_loop().time() < deadline:
             await asyncio.wait(tasks, timeout=0.05)  # polls the count; bounded in time
         self.ready.set()
+        await watcher
+        # A client that was reconnecting when the others were closed: cancelled.
+        _, pending = await asyncio.wait(tasks, timeout=10)
+        for task in pending:
+            task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def summary(self) -> dict[str, Any]:
@@ -998,6 +1018,12 @@ def main() -> None:
         " devices × per-upload / rate seconds (100 s by default) the service has met every"
         " subject once, and the run measures the steady state rather than a restart",
     )
+    ap.add_argument(
+        "--api-process",
+        action="store_true",
+        help="a second service process (MONITOR_INGEST=false) serves the websocket clients,"
+        " so the fan-out to them runs beside the ingesting process, not in it",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     work, pg, broker = stack.servers(pg_settings=dict(kv.split("=", 1) for kv in args.pg_setting))
@@ -1022,6 +1048,7 @@ def main() -> None:
             },
         )
         service.start()
+        extra: list[Monitor] = []
         try:
             api = Api.login(service.base_url, "admin", stack.ADMIN_PASSWORD)
             timed(
@@ -1050,8 +1077,24 @@ def main() -> None:
             )
             if args.warmup:
                 warm_up(fleet, args, pid, service.base_url)
+            serving = service
+            if args.api_process:
+                serving = stack.service(
+                    work,
+                    pg,
+                    broker,
+                    {
+                        **dict(kv.split("=", 1) for kv in args.service_env),
+                        "MONITOR_INSTANCE": "bench-api",
+                        "MONITOR_INGEST": "false",
+                    },
+                    name="api",
+                )
+                timed("api        second process (MONITOR_INGEST=false) healthy", serving.start)
+                extra.append(serving)
+                api = Api.login(serving.base_url, "admin", stack.ADMIN_PASSWORD)
             operators = Operators(
-                service.base_url, api.token, args.clients, args.per_upload, interval_ms
+                serving.base_url, api.token, args.clients, args.per_upload, interval_ms
             )
             operators.wait_ready(120)
             print(f"operators  {args.clients} websocket clients connected", flush=True)
@@ -1113,10 +1156,14 @@ def main() -> None:
                     f" ({max(busy, key=busy.__getitem__)} s)"
                 )
             print(f"memory     service RSS {rss_mb(pid):.0f} MiB")
+            if serving is not service and serving.proc is not None:
+                print(f"memory     api process RSS {rss_mb(serving.proc.pid):.0f} MiB")
             print(f"machine    CPU steal {100 * (s1 - s0) / max(1, a1 - a0):.1f} %", flush=True)
             if args.check:
                 run_check(args, service, fleet, pg, work)
         finally:
+            for other in extra:
+                other.stop()
             service.stop()
     finally:
         broker.stop()

@@ -32,9 +32,14 @@ def servers(
 
 
 def service(
-    work: Path, pg: Postgres, broker: Mosquitto, env: Mapping[str, str] | None = None
+    work: Path,
+    pg: Postgres,
+    broker: Mosquitto,
+    env: Mapping[str, str] | None = None,
+    name: str = "svc",
 ) -> Monitor:
-    """The service (not started yet), on these servers; `env` adds or overrides settings."""
+    """The service (not started yet), on these servers; `env` adds or overrides settings;
+    `name` is its directory in `work`, one for each process."""
     return Monitor(
         {
             "MONITOR_DATABASE_URL": pg.url,
@@ -43,5 +48,5 @@ def service(
             "MONITOR_LOG_LEVEL": "WARNING",
             **(env or {}),
         },
-        work / "svc",
+        work / name,
     )
