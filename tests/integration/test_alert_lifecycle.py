@@ -23,21 +23,20 @@ from tests.servers import Monitor, Mosquitto, wait_for
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def pair(
-    database_url: str, mosquitto: Mosquitto, workdir: Path
+def _two_processes(
+    database_url: str, mosquitto: Mosquitto, workdir: Path, name: str, settings: dict[str, str]
 ) -> Iterator[tuple[Monitor, Monitor]]:
     """Two processes on one database: one ingests, one serves the API only."""
     common = {
         "MONITOR_DATABASE_URL": database_url,
         "MONITOR_MQTT_URL": f"mqtt://127.0.0.1:{mosquitto.port}",
         "MONITOR_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "MONITOR_ESCALATE_AFTER_S": "2",
-        "MONITOR_SEVERITY__BATTERY": "warning",
+        **settings,
     }
-    ingesting = Monitor({**common, "MONITOR_INSTANCE": "lifecycle-ingest"}, workdir / "lc1")
+    ingesting = Monitor({**common, "MONITOR_INSTANCE": f"{name}-ingest"}, workdir / f"{name}1")
     serving = Monitor(
-        {**common, "MONITOR_INSTANCE": "lifecycle-api", "MONITOR_INGEST": "false"}, workdir / "lc2"
+        {**common, "MONITOR_INSTANCE": f"{name}-api", "MONITOR_INGEST": "false"},
+        workdir / f"{name}2",
     )
     ingesting.start()
     serving.start()
@@ -47,26 +46,30 @@ def pair(
 
 
 @pytest.fixture
+def pair(
+    database_url: str, mosquitto: Mosquitto, workdir: Path
+) -> Iterator[tuple[Monitor, Monitor]]:
+    yield from _two_processes(
+        database_url,
+        mosquitto,
+        workdir,
+        "lifecycle",
+        {"MONITOR_ESCALATE_AFTER_S": "2", "MONITOR_SEVERITY__BATTERY": "warning"},
+    )
+
+
+@pytest.fixture
 def lively_pair(
     database_url: str, mosquitto: Mosquitto, workdir: Path
 ) -> Iterator[tuple[Monitor, Monitor]]:
-    """The same two processes, judging silence every 2 s with a 1-s comms buffer."""
-    common = {
-        "MONITOR_DATABASE_URL": database_url,
-        "MONITOR_MQTT_URL": f"mqtt://127.0.0.1:{mosquitto.port}",
-        "MONITOR_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "MONITOR_COMMS_BUFFER_S": "1",
-        "MONITOR_LIVENESS_EVERY_TICKS": "1",
-    }
-    ingesting = Monitor({**common, "MONITOR_INSTANCE": "lively-ingest"}, workdir / "lv1")
-    serving = Monitor(
-        {**common, "MONITOR_INSTANCE": "lively-api", "MONITOR_INGEST": "false"}, workdir / "lv2"
+    """The two processes judging silence every 2 s, with a 1-s comms buffer."""
+    yield from _two_processes(
+        database_url,
+        mosquitto,
+        workdir,
+        "lively",
+        {"MONITOR_COMMS_BUFFER_S": "1", "MONITOR_LIVENESS_EVERY_TICKS": "1"},
     )
-    ingesting.start()
-    serving.start()
-    yield ingesting, serving
-    serving.stop()
-    ingesting.stop()
 
 
 def _events(port: int, device_id: str, events: list[dict[str, object]]) -> None:
