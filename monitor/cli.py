@@ -109,13 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from monitor.api.app import create_app
+    from monitor.api.websocket import LiveProtocol
 
     uvicorn.run(
         create_app(settings),
         host=settings.http_host,
         port=settings.http_port,
         log_level=settings.log_level.lower(),
-        ws="websockets-sansio",
+        # uvicorn's sans-I/O websocket protocol, writing each turn's frames at once.
+        ws=LiveProtocol,
         # Alert messages are small; compressing each one per client costs more CPU
         # than it saves on a control-centre network.
         ws_per_message_deflate=False,
