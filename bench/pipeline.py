@@ -106,15 +106,20 @@ def schedstat(pid: int) -> tuple[int, int]:
     return 0, 0
 
 
-def busy_us(base_url: str | None) -> int | None:
-    """The service's batch loop time so far (GET /metrics, monitor_batch_busy_us_total)."""
+def busy_us(base_url: str | None) -> tuple[int, int] | None:
+    """The service's batch loop time and garbage collectors' pauses so far, in µs (GET
+    /metrics: monitor_batch_busy_us_total, monitor_gc_pause_us_total)."""
     if base_url is None:
         return None
+    found: dict[str, int] = {}
     with contextlib.suppress(OSError, ValueError, httpx.HTTPError):
         for line in httpx.get(f"{base_url}/metrics", timeout=5).text.splitlines():
-            if line.startswith("monitor_batch_busy_us_total "):
-                return int(line.split()[1])
-    return None
+            name, _, value = line.partition(" ")
+            if name in ("monitor_batch_busy_us_total", "monitor_gc_pause_us_total"):
+                found[name] = int(value)
+    if "monitor_batch_busy_us_total" not in found:
+        return None
+    return found["monitor_batch_busy_us_total"], found.get("monitor_gc_pause_us_total", 0)
 
 
 def rss_mb(pid: int) -> float:
@@ -162,8 +167,8 @@ class Reporter:
         self.sched = schedstat(pid) if pid is not None else (0, 0)
         self.busy = busy_us(base_url)
         # Per period: the batch loop's share of the time, the event loop's thread on a
-        # CPU and waiting for one (%), for the medians at the end.
-        self.loop: list[tuple[float, float, float]] = []
+        # CPU and waiting for one, and the garbage collector's pauses (%), for the medians.
+        self.loop: list[tuple[float, float, float, float]] = []
         self.start = time.monotonic()
         self.last_t = self.start
         # The fleet's counts when this run began (after a warm-up): lines count from here.
@@ -193,10 +198,14 @@ class Reporter:
             self.sched = sched
             busy = busy_us(self.base_url)
             if busy is not None and self.busy is not None:
-                share = (busy - self.busy) / span_ns * 100_000
-                loop = f"; batches {share:3.0f} %, on CPU {ran:3.0f} %, waiting {waited:3.0f} %"
+                share = (busy[0] - self.busy[0]) / span_ns * 100_000
+                collect = (busy[1] - self.busy[1]) / span_ns * 100_000
+                loop = (
+                    f"; batches {share:3.0f} %, on CPU {ran:3.0f} %, waiting {waited:3.0f} %,"
+                    f" collecting garbage {collect:4.1f} %"
+                )
                 if self.offering and now - self.last_t >= REPORT_EVERY_S / 2:
-                    self.loop.append((share, ran, waited))
+                    self.loop.append((share, ran, waited, collect))
             self.busy = busy
         print(
             f"  {self.label} t={now - self.start:5.0f} s"
@@ -219,11 +228,13 @@ class Reporter:
         """The service's event loop over the periods: medians and maxima (%)."""
         if not self.loop:
             return None
-        share, ran, waited = (sorted(v[k] for v in self.loop) for k in range(3))
+        share, ran, waited, collect = (sorted(v[k] for v in self.loop) for k in range(4))
         return (
             f"batches took {statistics.median(share):.0f} % of the time (max {share[-1]:.0f});"
             f" the event loop's thread ran {statistics.median(ran):.0f} % (max {ran[-1]:.0f})"
-            f" and waited for a CPU {statistics.median(waited):.0f} % (max {waited[-1]:.0f})"
+            f" and waited for a CPU {statistics.median(waited):.0f} % (max {waited[-1]:.0f});"
+            f" garbage collections paused it {statistics.median(collect):.1f} %"
+            f" (max {collect[-1]:.1f})"
         )
 
 

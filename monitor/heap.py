@@ -21,6 +21,8 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from collections.abc import MutableMapping
+from typing import Any
 
 __all__ = ["Heap"]
 
@@ -35,22 +37,46 @@ class Heap:
     """The collector's policy for one process. `now` is monotonic seconds, passed in."""
 
     def __init__(
-        self, now: float, *, freeze_every_s: float = 60.0, full_every_s: float = 6 * 3600.0
+        self,
+        now: float,
+        *,
+        young: int | None = None,
+        freeze_every_s: float = 60.0,
+        full_every_s: float = 6 * 3600.0,
+        counters: MutableMapping[str, int] | None = None,
     ) -> None:
+        """`young`: the allocations that start a young collection (Python's default,
+        700, when None). `counters` gets `gc_collections` and `gc_pause_us`, every
+        collection's count and time, for /metrics."""
         self.freeze_every_s = freeze_every_s
         self.full_every_s = full_every_s
         self._frozen_at = now
         self._full_at = now
         self.freezes = 0
         self.full_collections = 0
+        self.counters: MutableMapping[str, int] = counters if counters is not None else {}
+        self._started = 0.0
         self._previous = gc.get_threshold()
-        young, middle = self._previous[0], self._previous[1]
-        gc.set_threshold(young, middle, _NEVER)
+        young = self._previous[0] if young is None else young
+        gc.set_threshold(young, self._previous[1], _NEVER)
+        gc.callbacks.append(self._timed)
 
     def close(self) -> None:
         """Give the collector its previous thresholds and every frozen object back."""
+        gc.callbacks.remove(self._timed)
         gc.set_threshold(*self._previous)
         gc.unfreeze()
+
+    def _timed(self, phase: str, _info: dict[str, Any]) -> None:
+        # Collections pause the event loop: their time is part of every batch's.
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        counters = self.counters
+        counters["gc_collections"] = counters.get("gc_collections", 0) + 1
+        counters["gc_pause_us"] = counters.get("gc_pause_us", 0) + round(
+            (time.perf_counter() - self._started) * 1e6
+        )
 
     def settle(self, now: float, *, grown: bool = False) -> None:
         """Between batches, when nothing is held half-changed. `grown`: the batch met

@@ -304,7 +304,9 @@ class Ingest:
     # the loop
 
     async def run(self) -> None:
-        heap = Heap(time.monotonic())
+        heap = Heap(
+            time.monotonic(), young=self._settings.gc_young_threshold, counters=self.counters
+        )
         try:
             await self._loop(heap)
         finally:

@@ -61,3 +61,21 @@ def test_a_cycle_frozen_by_mistake_is_freed_by_the_rare_full_collection(heap: He
     heap.settle(3600.0)
     assert heap.full_collections == 1
     assert gone() is None
+
+
+def test_every_collection_is_counted_and_timed_and_the_young_threshold_is_set() -> None:
+    before = gc.get_threshold()
+    counters: dict[str, int] = {}
+    h = Heap(0.0, young=5000, counters=counters)
+    try:
+        assert gc.get_threshold()[0] == 5000
+        gc.collect(0)
+        gc.collect(1)
+        assert counters["gc_collections"] >= 2
+        assert counters["gc_pause_us"] >= 0
+    finally:
+        h.close()
+    seen = counters["gc_collections"]
+    gc.collect(0)
+    assert counters["gc_collections"] == seen  # no longer hooked once closed
+    assert gc.get_threshold() == before
