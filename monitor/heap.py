@@ -8,12 +8,14 @@ fixes/s that was a full collection every 2-5 s, each a pause of 100-570 ms (13 s
 latency. Those 66 full collections freed nothing: the state is acyclic and reference
 counting frees it.
 
-So the young generations are collected as usual, and automatic full collections are
-off. Between batches, `settle` freezes what survived the young generations, at most
-once a `freeze_every_s`, which takes it out of every later scan (`gc.freeze`). A full
-collection over everything, frozen objects included, runs once every `full_every_s` as
-a safety net for cycles that do form. It pauses the process as long as a default full
-collection did, but once in hours, not every few seconds.
+So the young generations are collected as usual, though less often (at Python's
+default of one every 700 allocations, their pauses took 5.7 % of the loop's time at
+10,000 fixes/s), and automatic full collections are off. Between batches, `settle`
+freezes what survived the young generations, at most once a `freeze_every_s`, which
+takes it out of every later scan (`gc.freeze`). A full collection over everything,
+frozen objects included, runs once every `full_every_s` as a safety net for cycles that
+do form. It pauses the process as long as a default full collection did, but once in
+hours, not every few seconds.
 """
 
 from __future__ import annotations
