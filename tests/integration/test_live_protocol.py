@@ -71,6 +71,8 @@ async def _bursts(websocket: WebSocket) -> None:
             for _ in range(PER_BURST):
                 n += 1
                 await websocket.send_text(f'{{"n":{n}}}')
+            # Paced when the client leaves part-way: the handler must still be sending
+            # when the client goes, not waiting for a condition.
             await asyncio.sleep(0.02 if mode == "gone" else 0)
         if mode == "close":
             await websocket.close(code=4008, reason="too slow to keep up; reconnect")
