@@ -19,8 +19,9 @@ device's latest fix by `engine.evaluate_proximity`, not by `engine.evaluate`.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final
 
 from geofences.index import ZoneIndex
@@ -221,6 +222,10 @@ def _zone_rule(zone: ZoneEntry) -> Rule:
     )
 
 
+_EARLIEST: Final = datetime.min.replace(tzinfo=UTC)
+_LATEST: Final = datetime.max.replace(tzinfo=UTC)
+
+
 @dataclass(frozen=True, slots=True)
 class RuleBook:
     subject_id: str
@@ -236,6 +241,10 @@ class RuleBook:
     _rules: dict[int, Rule | None] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    # The last answer of `own_rules_at` and the span of time it holds for, [from, until):
+    # asked three times per fix (geometry, judging, transitions), nearly always within
+    # the span of the one before.
+    _span: list[object] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Replay the orders as recorded: each cuts the timeline at its effective_at.
@@ -263,6 +272,26 @@ class RuleBook:
 
     def own_rules_at(self, t: datetime) -> tuple[Rule, ...]:
         """The rules in force at `t` but those of shared zones (see `shared_at`)."""
+        span = self._span
+        if span and span[0] <= t < span[1]:  # type: ignore[operator]
+            return span[2]  # type: ignore[return-value]
+        rules = self._own_rules_at(t)
+        # They change only at a zone's valid_from or valid_until or an order's
+        # effective_at: between two such instants they are these.
+        instants = sorted(
+            {o.effective_at for o in self._segments}
+            | {z.valid_from for z in self.zones}
+            | {z.valid_until for z in self.zones if z.valid_until is not None}
+        )
+        i = bisect_right(instants, t)
+        span[:] = [
+            instants[i - 1] if i > 0 else _EARLIEST,
+            instants[i] if i < len(instants) else _LATEST,
+            rules,
+        ]
+        return rules
+
+    def _own_rules_at(self, t: datetime) -> tuple[Rule, ...]:
         rules: list[Rule] = []
         for z in self.zones:
             if z.in_force(t):

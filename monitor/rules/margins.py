@@ -90,6 +90,14 @@ class Margins:
         memo._kept = [shapes, points, starts, ends]
         return memo
 
+    def margin(self, shape: Shape, fix: Fix) -> float | None:
+        """One fix's margin to `shape`, or None when it was not measured."""
+        return self._margin.get((id(shape), id(fix)))
+
+    def length(self, start: Fix, end: Fix) -> float | None:
+        """The length of the segment from `start` to `end`, or None when not measured."""
+        return self._length.get((id(start), id(end)))
+
     def margins(self, shape: Shape, fixes: Sequence[Fix]) -> np.ndarray | None:
         """Each fix's margin to `shape`, or None unless every one was measured."""
         key = id(shape)

@@ -44,9 +44,53 @@ def transitions(
 ) -> tuple[dict[str, bool], list[Transition]]:
     """The new sure-inside state per rule key, and the transitions in fix-time order."""
     ordered = sorted(fixes, key=lambda f: (f.t, f.seq or 0))
-    # Where each fix stands against each zone in force at its time, one array call per
-    # zone rather than one geometry call per fix.
     in_force = [_zone_rules(book, f) for f in ordered]
+    where = _looked_up(ordered, in_force, margins) if margins is not None else None
+    if where is None:
+        where = _measured(ordered, in_force, margins)
+    state = dict(inside)
+    found: list[Transition] = []
+    for i, fix in enumerate(ordered):
+        for rule in in_force[i]:
+            now_inside = where[(i, rule.key)]
+            if now_inside is None:
+                continue
+            before = state.get(rule.key)
+            state[rule.key] = now_inside
+            if before is not None and before != now_inside:
+                found.append(Transition(fix, rule.key, rule.zone_id, now_inside))
+    return state, found
+
+
+def _sure(rule: Rule, fix: Fix, margin: float, acc: float) -> bool | None:
+    """Surely inside (True), surely outside (False), or neither (None)."""
+    if (rule.home and fix.src == "beacon") or margin <= -acc:
+        return True
+    if margin > acc:
+        return False
+    return None
+
+
+def _looked_up(
+    ordered: Sequence[Fix], in_force: Sequence[Sequence[Rule]], margins: Margins
+) -> dict[tuple[int, str], bool | None] | None:
+    """Where each fix stands, from the batch's measured margins; None when one is
+    missing. A handful of fixes per subject: plain lookups cost less than arrays."""
+    where: dict[tuple[int, str], bool | None] = {}
+    for i, fix in enumerate(ordered):
+        for rule in in_force[i]:
+            margin = margins.margin(rule.shape, fix)
+            if margin is None:
+                return None
+            where[(i, rule.key)] = _sure(rule, fix, margin, fix.acc)
+    return where
+
+
+def _measured(
+    ordered: Sequence[Fix], in_force: Sequence[Sequence[Rule]], margins: Margins | None
+) -> dict[tuple[int, str], bool | None]:
+    """Where each fix stands against each zone in force at its time, one array call per
+    zone rather than one geometry call per fix."""
     by_rule: dict[Rule, list[int]] = {}
     for i, rules in enumerate(in_force):
         for rule in rules:
@@ -60,21 +104,5 @@ def transitions(
             lat = np.fromiter((ordered[i].lat for i in idx), dtype=np.float64, count=len(idx))
             margin = np.asarray(margin_m(rule.shape, lon, lat), dtype=np.float64)
         for j, i in enumerate(idx):
-            if (rule.home and ordered[i].src == "beacon") or margin[j] <= -acc[j]:
-                where[(i, rule.key)] = True
-            elif margin[j] > acc[j]:
-                where[(i, rule.key)] = False
-            else:
-                where[(i, rule.key)] = None
-    state = dict(inside)
-    found: list[Transition] = []
-    for i, fix in enumerate(ordered):
-        for rule in in_force[i]:
-            now_inside = where[(i, rule.key)]
-            if now_inside is None:
-                continue
-            before = state.get(rule.key)
-            state[rule.key] = now_inside
-            if before is not None and before != now_inside:
-                found.append(Transition(fix, rule.key, rule.zone_id, now_inside))
-    return state, found
+            where[(i, rule.key)] = _sure(rule, ordered[i], float(margin[j]), float(acc[j]))
+    return where

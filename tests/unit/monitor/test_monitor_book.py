@@ -226,3 +226,24 @@ def test_zone_rules_by_kind(
     else:
         assert rule.schedule is schedule
     assert rule.severity is Severity.CRITICAL
+
+
+def test_the_rules_asked_again_are_those_of_the_instant_asked() -> None:
+    """own_rules_at keeps its last answer for the span it holds over: asked at every
+    instant where something changes, just before and after it, in any order, it answers
+    what working it out afresh does."""
+    mall = ZoneEntry("mall", "exclusion", MALL, day(1), valid_until=day(3))
+    airport = ZoneEntry("airport", "exclusion", AIRPORT, day(2))
+    b = book(
+        order(Status.YELLOW, 0, 0),
+        order(Status.RED, 2, 1),
+        order(Status.GREEN, 4, 4, home=None),
+        zones=(mall, airport),
+    )
+    edges = [day(n) for n in (0, 1, 2, 3, 4)]
+    tiny = timedelta(microseconds=1)
+    instants = [t + d for t in edges for d in (-tiny, timedelta(0), tiny)] + [day(-9), day(9)]
+    for t in [*instants, *reversed(instants), *instants[::3], *instants[1::2]]:
+        assert b.own_rules_at(t) == b._own_rules_at(t), t
+    assert [r.key for r in b.own_rules_at(day(2))] == ["zone:mall", "zone:airport", "status:red"]
+    assert [r.key for r in b.own_rules_at(day(3))] == ["zone:airport", "status:red"]
