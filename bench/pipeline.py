@@ -572,12 +572,40 @@ class _OperatorLoop:
             "upload": figures(self.upload),
             "received": figures(self.received),
             "windows": {w * 30: figures(v) for w, v in sorted(self.windows.items())},
+            "first_ms": self.first_ms,
             "client_cpu": {
                 w * 30: (self.cpu_at[w + 1] - self.cpu_at[w]) / 30
                 for w in sorted(self.cpu_at)
                 if w + 1 in self.cpu_at
             },
         }
+
+
+def checkpoints(log: Path, first_ms: float) -> list[tuple[float, str, str]]:
+    """PostgreSQL's checkpoints from its log (PostgreSQL 15 logs them by default): when
+    each began, in seconds from the first alert event, why, and how long it took. A
+    checkpoint's first minutes write a whole page to the WAL for every page first
+    changed, so commits then take longer: a suspect for a window's tail."""
+    found: list[tuple[float, str, str]] = []
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        begun = " checkpoint starting: " in line
+        if not begun and " checkpoint complete: " not in line:
+            continue
+        try:
+            at = datetime.strptime(line[:27], "%Y-%m-%d %H:%M:%S.%f %Z").replace(tzinfo=UTC)
+        except ValueError:
+            continue
+        offset_s = at.timestamp() - first_ms / 1000
+        if begun:
+            found.append((offset_s, line.split(" checkpoint starting: ", 1)[1], "unfinished"))
+        elif found and found[-1][2] == "unfinished":
+            took = line.split("total=", 1)[1].split(" ", 1)[0] if "total=" in line else "?"
+            found[-1] = (found[-1][0], found[-1][1], f"{took.rstrip(';,')} s")
+    return found
 
 
 def _latency_line(name: str, f: dict[str, float]) -> str:
@@ -1159,6 +1187,17 @@ def main() -> None:
             )
             for w, f in late.items():
                 print(_latency_line(f"    {w:>4}–{w + 30:<4} s", f))
+            if results["first_ms"]:
+                ends = max(results["windows"], default=0) + 30
+                during = [
+                    f"{at:,.0f} s ({why}, {took})"
+                    for at, why, took in checkpoints(pg.log_path, results["first_ms"])
+                    if -30 <= at <= ends
+                ]
+                print(
+                    "  PostgreSQL checkpoints begun (s from the first event):"
+                    f" {', '.join(during) or 'none'}"
+                )
             busy = results["client_cpu"]
             if busy:
                 print(

@@ -78,6 +78,10 @@ class Postgres:
     def url_for(self, dbname: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
 
+    @property
+    def log_path(self) -> Path:
+        return self.log_file or self.datadir.parent / f"{self.datadir.name}.log"
+
     def _chown(self, path: Path) -> None:
         if os.geteuid() == 0:
             pw = pwd.getpwnam("postgres")
@@ -122,7 +126,7 @@ class Postgres:
         }
         conf.update(settings or {})
         options = " ".join(f"-c {k}={v}" for k, v in conf.items())
-        log = self.log_file or self.datadir.parent / f"{self.datadir.name}.log"
+        log = self.log_path
         log.touch(exist_ok=True)
         self._chown(log)
         self.proc = subprocess.Popen(
