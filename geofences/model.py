@@ -42,6 +42,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, Final, TypeAlias
 
 import numpy as np
@@ -392,20 +393,22 @@ def margins_m(shapes: Sequence[Shape], lon: ArrayLike, lat: ArrayLike) -> FloatA
     if len(shapes) != lon_f.size:
         raise ValueError(f"{len(shapes)} shapes for {lon_f.size} points")
     out = np.empty(lon_f.size, dtype=np.float64)
-    circles = [i for i, s in enumerate(shapes) if isinstance(s, Circle)]
+    is_circle = [isinstance(s, Circle) for s in shapes]
+    circles = [s for s in shapes if isinstance(s, Circle)]
     if circles:
-        idx = np.array(circles, dtype=np.intp)
-        chosen = [shapes[i] for i in circles]
-        centre_lon = np.array([c.lon for c in chosen if isinstance(c, Circle)])
-        centre_lat = np.array([c.lat for c in chosen if isinstance(c, Circle)])
-        radius = np.array([c.radius_m for c in chosen if isinstance(c, Circle)])
+        idx = np.flatnonzero(np.array(is_circle, dtype=bool))
+        n = len(circles)
+        centre_lon = np.fromiter(map(attrgetter("lon"), circles), dtype=np.float64, count=n)
+        centre_lat = np.fromiter(map(attrgetter("lat"), circles), dtype=np.float64, count=n)
+        radius = np.fromiter(map(attrgetter("radius_m"), circles), dtype=np.float64, count=n)
         with np.errstate(invalid="ignore", over="ignore"):
             # The same call, with the same argument order, as margin_m for one circle.
             out[idx] = distance_m(centre_lon, centre_lat, lon_f[idx], lat_f[idx]) - radius
     others: dict[int, list[int]] = {}
-    for i, s in enumerate(shapes):
-        if not isinstance(s, Circle):
-            others.setdefault(id(s), []).append(i)
+    if len(circles) < len(shapes):
+        for i, s in enumerate(shapes):
+            if not is_circle[i]:
+                others.setdefault(id(s), []).append(i)
     for group in others.values():
         idx = np.array(group, dtype=np.intp)
         out[idx] = margin_m(shapes[group[0]], lon_f[idx], lat_f[idx])

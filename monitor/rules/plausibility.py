@@ -23,6 +23,7 @@ fixes after the last flag clear it: every alert kind has its clear.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -224,8 +225,8 @@ def judge(
         check = checks.get(device_id, DeviceCheck())
         ordered = _order(own)
         if check.last is not None:
-            live = [f for f in ordered if _at(f) >= _at(check.last)]
-            late = [f for f in ordered if _at(f) < _at(check.last)]
+            cut = bisect_left(ordered, _at(check.last), key=_at)  # ordered by _at
+            live, late = ordered[cut:], ordered[:cut]
             previous[device_id] = check.last
         else:
             live, late = ordered, []
@@ -252,6 +253,12 @@ def judge(
     ]:
         flags_of.setdefault(flag.fix.device_id, []).append(flag)
     for device_id, (check, live, late) in split.items():
+        if device_id not in flags_of and not check.flagged:
+            # Nothing flagged, nothing open (nearly every device): no outcome, and the
+            # chain moves on to the last fix that counts for speeds.
+            chain = [f for f in live if f.src not in limits.ignore_sources]
+            out[device_id] = DeviceCheck(chain[-1] if chain else check.last, False, 0)
+            continue
         flagged_fixes: dict[tuple[datetime, int], list[Flag]] = {}
         for flag in flags_of.get(device_id, []):
             flagged_fixes.setdefault(_at(flag.fix), []).append(flag)

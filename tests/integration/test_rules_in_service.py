@@ -54,15 +54,18 @@ class Device:
         self.client.loop_start()
         self.client.subscribe(f"em/v1/dev/{device_id}/ack", qos=1)
 
-    def fixes(self, points: list[tuple[int, float, float]], acc: float = 5.0) -> None:
+    def fixes(
+        self, points: list[tuple[int, float, float]], acc: float = 5.0, batt: int | None = None
+    ) -> None:
         """(t_ms, east_m, north_m) from home, one upload."""
         records = []
         for t, east, north in points:
             self.seq += 1
             lon, lat = offset(HOME[0], HOME[1], east, north)
-            records.append(
-                {"seq": self.seq, "t": t, "lat": lat, "lon": lon, "acc": acc, "src": "gnss"}
-            )
+            record = {"seq": self.seq, "t": t, "lat": lat, "lon": lon, "acc": acc, "src": "gnss"}
+            if batt is not None:
+                record["batt"] = batt
+            records.append(record)
         self.client.publish(
             f"em/v1/dev/{self.device_id}/up", json.dumps({"fixes": records}), qos=1
         ).wait_for_publish(10)
@@ -161,6 +164,37 @@ def test_silence_is_a_comms_loss_until_the_device_talks(
             30,
             "the comms loss cleared",
         )
+    finally:
+        device.close()
+
+
+def _counter(api: Api, name: str) -> int:
+    for line in api.http.get("/metrics").text.splitlines():
+        if line.startswith(f"monitor_{name}_total "):
+            return int(line.split()[1])
+    return 0
+
+
+def test_a_device_judged_quiet_is_judged_again_when_its_battery_falls(
+    lively: Monitor, mosquitto: Mosquitto
+) -> None:
+    """Liveness leaves a device it judged quiet alone until the earliest time comms or
+    location could be lost, even while it keeps uploading. A fix at the critical battery
+    level can open an alert sooner than that: it must be judged at the next pass."""
+    api = Api.login(lively.base_url, "admin", ADMIN_PASSWORD)
+    subject = _setup(api, "BATT-1", "BR-BATT")
+    device = Device("BR-BATT", mosquitto.port)
+    try:
+        device.fixes([(int(datetime.now(UTC).timestamp() * 1000), 0, 0)], batt=80)
+        # Two passes after that fix: the first judges the device and finds it quiet for
+        # its upload interval (a minute), the second skips it.
+        passes = _counter(api, "liveness_passes")
+        wait_for(lambda: _counter(api, "liveness_passes") >= passes + 2, 30, "two passes")
+        device.fixes([(int(datetime.now(UTC).timestamp() * 1000), 0, 0)], batt=60)
+        assert "battery" not in _kinds(api, subject)
+        device.fixes([(int(datetime.now(UTC).timestamp() * 1000), 0, 0)], batt=5)
+        wait_for(lambda: "battery" in _kinds(api, subject), 20, "the battery alert")
+        assert "comms_loss" not in _kinds(api, subject)
     finally:
         device.close()
 
