@@ -459,6 +459,9 @@ class _OperatorLoop:
         # first event), so a tail can be placed in the run's time line.
         self.windows: dict[int, array[float]] = {}
         self.first_ms = 0.0
+        # Events over 1 s: (received, latency) in seconds from the first event, to place
+        # a stall within its window.
+        self.slow: list[tuple[float, float]] = []
         self.cpu_at: dict[int, float] = {}
         self.kinds: Counter[str] = Counter()
         self.closes: Counter[str] = Counter()
@@ -488,6 +491,8 @@ class _OperatorLoop:
             # measures, and that is not the service's latency.
             self.cpu_at[window] = time.process_time()
         self.windows[window].append((now_ms - t) / 1000)
+        if now_ms - t > 1000:
+            self.slow.append(((now_ms - self.first_ms) / 1000, (now_ms - t) / 1000))
         seq = last.get("seq")
         if isinstance(seq, int):
             pos = (seq - 1) % self.per_upload
@@ -573,6 +578,7 @@ class _OperatorLoop:
             "received": figures(self.received),
             "windows": {w * 30: figures(v) for w, v in sorted(self.windows.items())},
             "first_ms": self.first_ms,
+            "slow": self.slow,
             "client_cpu": {
                 w * 30: (self.cpu_at[w + 1] - self.cpu_at[w]) / 30
                 for w in sorted(self.cpu_at)
@@ -605,6 +611,35 @@ def checkpoints(log: Path, first_ms: float) -> list[tuple[float, str, str]]:
         elif found and found[-1][2] == "unfinished":
             took = line.split("total=", 1)[1].split(" ", 1)[0] if "total=" in line else "?"
             found[-1] = (found[-1][0], found[-1][1], f"{took.rstrip(';,')} s")
+    return found
+
+
+def autovacuums(log: Path, first_ms: float) -> list[tuple[float, float, str, str]]:
+    """PostgreSQL's automatic vacuums and analyzes from its log (the bench's cluster logs
+    every one): when each began and how long it ran, in seconds from the first alert
+    event, what it did and to which table. A vacuum of a large chunk takes a core of
+    the two for seconds: another suspect for a window's tail."""
+    found: list[tuple[float, float, str, str]] = []
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return found
+    pending: tuple[float, str, str] | None = None
+    for line in lines:
+        for what in ("vacuum", "analyze"):
+            marker = f" automatic {what} of table "
+            if marker in line:
+                try:
+                    at = datetime.strptime(line[:27], "%Y-%m-%d %H:%M:%S.%f %Z")
+                except ValueError:
+                    continue
+                table = line.split(marker, 1)[1].split('"')[1].rsplit(".", 1)[-1]
+                pending = (at.replace(tzinfo=UTC).timestamp() - first_ms / 1000, what, table)
+        if pending is not None and "elapsed: " in line:
+            ended, what, table = pending
+            elapsed = float(line.split("elapsed: ", 1)[1].split(" ", 1)[0])
+            found.append((ended - elapsed, elapsed, what, table))
+            pending = None
     return found
 
 
@@ -1065,7 +1100,13 @@ def main() -> None:
     )
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
-    work, pg, broker = stack.servers(pg_settings=dict(kv.split("=", 1) for kv in args.pg_setting))
+    work, pg, broker = stack.servers(
+        pg_settings={
+            # Every autovacuum in the log, to be placed on the run's time line.
+            "log_autovacuum_min_duration": "0",
+            **dict(kv.split("=", 1) for kv in args.pg_setting),
+        }
+    )
     print(f"work       {work}")
     period = args.devices * args.per_upload / args.rate
     print(
@@ -1187,6 +1228,14 @@ def main() -> None:
             )
             for w, f in late.items():
                 print(_latency_line(f"    {w:>4}–{w + 30:<4} s", f))
+                slow = [(at, lag) for at, lag in results["slow"] if w <= at < w + 30]
+                if slow:
+                    print(
+                        f"{'':38}{len(slow):,} events over 1 s, received"
+                        f" {min(at for at, _ in slow):.1f}–{max(at for at, _ in slow):.1f} s,"
+                        " their fixes taken from"
+                        f" {min(at - lag for at, lag in slow):.1f} s"
+                    )
             if results["first_ms"]:
                 ends = max(results["windows"], default=0) + 30
                 during = [
@@ -1197,6 +1246,15 @@ def main() -> None:
                 print(
                     "  PostgreSQL checkpoints begun (s from the first event):"
                     f" {', '.join(during) or 'none'}"
+                )
+                long = [
+                    f"{at:,.0f} s ({what} {table}, {took:.1f} s)"
+                    for at, took, what, table in autovacuums(pg.log_path, results["first_ms"])
+                    if -30 <= at <= ends and took >= 0.5
+                ]
+                print(
+                    "  PostgreSQL autovacuums of 0.5 s or more begun (s from the first event):"
+                    f" {', '.join(long) or 'none'}"
                 )
             busy = results["client_cpu"]
             if busy:
