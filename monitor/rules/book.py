@@ -244,7 +244,9 @@ class RuleBook:
     # The last answer of `own_rules_at` and the span of time it holds for, [from, until):
     # asked three times per fix (geometry, judging, transitions), nearly always within
     # the span of the one before.
-    _span: list[object] = field(default_factory=list, init=False, repr=False, compare=False)
+    _span: list[tuple[datetime, datetime, tuple[Rule, ...]]] = field(
+        default_factory=list, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         # Replay the orders as recorded: each cuts the timeline at its effective_at.
@@ -273,8 +275,10 @@ class RuleBook:
     def own_rules_at(self, t: datetime) -> tuple[Rule, ...]:
         """The rules in force at `t` but those of shared zones (see `shared_at`)."""
         span = self._span
-        if span and span[0] <= t < span[1]:  # type: ignore[operator]
-            return span[2]  # type: ignore[return-value]
+        if span:
+            since, until, kept = span[0]
+            if since <= t < until:
+                return kept
         rules = self._own_rules_at(t)
         # They change only at a zone's valid_from or valid_until or an order's
         # effective_at: between two such instants they are these.
@@ -285,9 +289,11 @@ class RuleBook:
         )
         i = bisect_right(instants, t)
         span[:] = [
-            instants[i - 1] if i > 0 else _EARLIEST,
-            instants[i] if i < len(instants) else _LATEST,
-            rules,
+            (
+                instants[i - 1] if i > 0 else _EARLIEST,
+                instants[i] if i < len(instants) else _LATEST,
+                rules,
+            )
         ]
         return rules
 
