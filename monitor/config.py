@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["BrokerFiles", "MqttEndpoint", "RuleDefaults", "Settings"]
+__all__ = ["BrokerFiles", "ClusterSettings", "MqttEndpoint", "RuleDefaults", "Settings"]
 
 
 class MqttEndpoint(BaseModel):
@@ -55,6 +55,15 @@ class RuleDefaults(BaseModel):
 
     confirm_fixes: int = Field(default=3, ge=1, le=5)
     confirm_s: float = Field(default=120.0, gt=0, le=300)
+
+
+class ClusterSettings(BaseModel):
+    """Cluster mode (with `MONITOR_NATS_URL`): how the device stream is divided."""
+
+    # Fixed for the life of a deployment: a device's partition is its hash modulo this.
+    partitions: int = Field(default=16, ge=1, le=1024)
+    # A process silent this long (paused, cut off from the database) loses its claims.
+    claim_timeout_s: float = Field(default=5.0, ge=1.0, le=60.0)
 
 
 class Settings(BaseSettings):
@@ -106,7 +115,15 @@ class Settings(BaseSettings):
     liveness_every_ticks: int = Field(default=15, ge=1)
     # False: this process serves the API and websockets only; another one ingests.
     ingest: bool = True
+    # Cluster mode: NATS servers with JetStream, comma-separated; empty: one process
+    # ingests straight from the broker.
+    nats_url: str = ""
+    cluster: ClusterSettings = ClusterSettings()
     log_level: str = "INFO"
+
+    @property
+    def nats_servers(self) -> list[str]:
+        return [u.strip() for u in self.nats_url.split(",") if u.strip()]
 
     @property
     def mqtt(self) -> MqttEndpoint:

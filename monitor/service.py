@@ -18,11 +18,11 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
@@ -42,6 +42,7 @@ from monitor.ingest.broker import acl_lines, password_hash, write_atomically
 from monitor.ingest.broker import reload as reload_broker
 from monitor.ingest.codec import UploadFault, decode_upload, upload_from_wire, verify_signature
 from monitor.ingest.owntracks import decode_owntracks
+from monitor.ingest.partition import partition_of
 from monitor.ingest.subscriber import Message
 from monitor.ingest.wire import TopicError, ack_topic, cmd_topic, parse_topic
 from monitor.rules.book import RuleBook, SharedZones
@@ -56,6 +57,7 @@ from monitor.rules.engine import (
     evaluate_proximity,
     rejudge,
     rejudge_window,
+    resume_proximity,
 )
 from monitor.rules.events import judge as judge_event
 from monitor.rules.liveness import DeviceStatus, LivenessChange, LivenessState, quiet_until
@@ -67,13 +69,13 @@ from monitor.rules.plausibility import judge as judge_plausibility
 from monitor.rules.transitions import Transition, transitions
 from monitor.rules.watermark import Gap, Watermark
 from monitor.store import alerts as alert_store
+from monitor.store import claims, positions
 from monitor.store import commands as command_store
 from monitor.store import devices as device_store
-from monitor.store import positions
 from monitor.store import zones as zone_store
 from monitor.store.pool import Pool
 
-__all__ = ["DeviceInfo", "Ingest", "RulesChanged"]
+__all__ = ["Claims", "DeviceInfo", "Ingest", "RulesChanged"]
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +116,41 @@ class DeviceInfo:
             upload_interval_s=float(row["upload_interval_s"]),
         )
 
+    @property
+    def partition_key(self) -> str:
+        """What the bridge partitions this device's messages by (ingest.partition)."""
+        return self.owntracks_topic or self.device_id
+
     def subject_at(self, t: datetime) -> str | None:
         """Fixes stamped before the device was fitted belong to no subject."""
         if self.subject_id is None or self.assigned_at is None or t < self.assigned_at:
             return None
         return self.subject_id
+
+
+class Claims(Protocol):
+    """What the ingest loop asks of cluster mode's partition ownership (monitor.cluster).
+    Without it, this process owns every device."""
+
+    partitions: int
+
+    def epochs(self) -> Mapping[int, int]:
+        """The partitions this process holds now, with the fencing epoch of each."""
+        ...
+
+    def claimed_at(self, partition: int) -> datetime | None: ...
+
+    def fenced(self, partitions: set[int]) -> None:
+        """A commit found these partitions claimed by another process."""
+        ...
+
+    def give_back(self, messages: list[Message]) -> None:
+        """Messages of partitions no longer held: for their new owner, not acknowledged."""
+        ...
+
+
+# Device conditions that liveness opens and clears (rebuilt from open alerts).
+_LIVENESS_KINDS = (AlertKind.COMMS_LOSS, AlertKind.LOCATION_LOSS, AlertKind.BATTERY)
 
 
 @dataclass
@@ -245,6 +277,12 @@ class Ingest:
         self._inside: dict[str, dict[str, bool]] = {}  # zones each subject is surely in
         self._ticks = 0
         self._met_new = False
+        # Cluster mode: which partitions this process holds (None: all of them).
+        self.cluster: Claims | None = None
+        self._partitions: dict[str, int] = {}  # device id -> partition, memoised
+        # Devices whose open conditions liveness has read from the store since it last
+        # took them (after a start or a takeover): the rest are read before judging.
+        self._liveness_known: set[str] = set()
         self.processed_batches = 0
         self.stored_fixes = 0
         # Counters for /metrics: messages handled, records stored, things refused.
@@ -262,6 +300,7 @@ class Ingest:
 
     def _remember(self, device: DeviceInfo) -> None:
         self._devices[device.device_id] = device
+        self._partitions.pop(device.device_id, None)
         self._quiet_until.pop(device.device_id, None)
         if device.owntracks_topic:
             self._owntracks[device.owntracks_topic] = device.device_id
@@ -363,6 +402,13 @@ class Ingest:
                 return
             except asyncio.CancelledError:
                 raise
+            except claims.Fenced as exc:
+                # Another process holds these partitions now: nothing was committed;
+                # the batch is tried again without their messages.
+                log.warning("%s; their messages are left to the new owner", exc)
+                if self.cluster is not None:
+                    self.cluster.fenced(exc.partitions)
+                continue
             except Exception:
                 # The database is down or a statement failed: nothing was committed and
                 # nothing acknowledged. Keep the batch and try again; devices and the
@@ -532,7 +578,40 @@ class Ingest:
                 log.info("refused a record of %s: %s", device.device_id, r.reason)
             batch.accounted[device.device_id].update(upload.seqs)
             batch.uploaded.add(device.device_id)
+        await self._drop_stored(conn, batch)
         return batch
+
+    async def _drop_stored(self, conn: Conn, batch: _Batch) -> None:
+        """Each (device_id, seq) is one record, stored once whatever its `t`: a resend of
+        an acknowledged seq (a seq at or below the watermark, not known to be above it)
+        is looked up in the store, and a seq given twice in this batch is taken once."""
+        maybe: dict[str, list[int]] = defaultdict(list)
+        records: list[DeviceEvent | Fix | Rejection] = [
+            *(f for f, _ in batch.fixes),
+            *(e for e, _ in batch.events),
+            *batch.rejections,
+        ]
+        for r in records:
+            if r.seq is None or r.device_id is None:
+                continue
+            wm = self._watermarks.get(r.device_id)
+            if wm is not None and r.seq <= wm.upto:
+                maybe[r.device_id].append(r.seq)
+        stored = await positions.stored_seqs(conn, maybe) if maybe else set()
+        seen: set[tuple[str, int]] = set()
+
+        def first_time(device_id: str | None, seq: int | None) -> bool:
+            if seq is None or device_id is None:
+                return True
+            key = (device_id, seq)
+            if key in stored or key in seen:
+                return False
+            seen.add(key)
+            return True
+
+        batch.fixes = [(f, s) for f, s in batch.fixes if first_time(f.device_id, f.seq)]
+        batch.events = [(e, s) for e, s in batch.events if first_time(e.device_id, e.seq)]
+        batch.rejections = [r for r in batch.rejections if first_time(r.device_id, r.seq)]
 
     def _state_message(self, batch: _Batch, device: DeviceInfo, msg: Message) -> None:
         try:
@@ -573,9 +652,81 @@ class Ingest:
         if event is not None:
             batch.events.append((event, device.subject_at(event.t)))
 
+    def _held(self, messages: list[Message]) -> tuple[list[Message], dict[int, int]]:
+        """The messages of partitions this process holds, and the epochs its commit
+        must still find; the others are given back to their new owner."""
+        cluster = self.cluster
+        if cluster is None:
+            return messages, {}
+        held = cluster.epochs()
+        mine = [m for m in messages if m.partition is None or m.partition in held]
+        if len(mine) < len(messages):
+            cluster.give_back(
+                [m for m in messages if m.partition is not None and m.partition not in held]
+            )
+        epochs = {m.partition: held[m.partition] for m in mine if m.partition is not None}
+        return mine, epochs
+
+    def partition(self, device_id: str) -> int:
+        """The partition of an enrolled device (see ingest.partition)."""
+        found = self._partitions.get(device_id)
+        if found is None:
+            device = self._devices.get(device_id)
+            key = device.partition_key if device is not None else device_id
+            n = self.cluster.partitions if self.cluster is not None else 1
+            found = self._partitions[device_id] = partition_of(key, n)
+        return found
+
+    def owns(self, device_id: str) -> bool:
+        cluster = self.cluster
+        return cluster is None or self.partition(device_id) in cluster.epochs()
+
+    def forget(self, partitions: set[int]) -> None:
+        """Drop what this process keeps of the devices of these partitions, and of their
+        subjects: another process may change it meanwhile, so it is read again from the
+        store when the partitions come back (a claim) and not trusted after a loss."""
+        if not partitions:
+            return
+        devices = {d for d in self._devices if self.partition(d) in partitions}
+        subjects = {
+            info.subject_id for d in devices if (info := self._devices[d]).subject_id is not None
+        }
+        for table in (
+            self._watermarks,
+            self._checks,
+            self._heard,
+            self._liveness,
+            self._quiet_until,
+            self._last_fix,
+            self._online,
+        ):
+            for d in devices & table.keys():
+                del table[d]
+        self._holes -= devices
+        self._liveness_known -= devices
+        for table2 in (self._states, self._prox, self._inside):
+            for sid in subjects & table2.keys():
+                del table2[sid]
+        for key in [
+            k for k in self._episode_alerts if k.split("|")[1:2] and k.split("|")[1] in devices
+        ]:
+            del self._episode_alerts[key]
+        log.info(
+            "forgot the state of %d device(s) and %d subject(s) of partition(s) %s",
+            len(devices),
+            len(subjects),
+            sorted(partitions),
+        )
+
     async def _process(self, messages: list[Message]) -> None:
+        messages, epochs = self._held(messages)
+        if not messages:
+            return
         now = self._clock()
         async with self._pool.connection() as conn, conn.transaction():
+            # First: this process still holds the partitions (and a new owner's claim
+            # waits for this transaction), or nothing is written.
+            await claims.fence(conn, epochs)
             batch = await self._sort(conn, messages)
             new_fixes = await positions.insert_fixes(conn, batch.fixes, fresh=batch.fresh)
             new_events = await positions.insert_events(conn, batch.events)
@@ -1106,12 +1257,41 @@ class Ingest:
                 if f.device_id not in others or others[f.device_id].t <= f.t:
                     others = {**others, f.device_id: f}
                 pending[subject] = (own, others)
+        resumed = await self._resume_proximity(
+            conn, [s for s in pending if s not in self._prox and s not in updated]
+        )
         for subject, (own, others) in pending.items():
             book = self._books[subject]
-            state = updated.get(subject) or self._prox.get(subject, ProximityState())
+            state = (
+                updated.get(subject)
+                or self._prox.get(subject)
+                or resumed.get(subject, ProximityState())
+            )
             updated[subject], found = evaluate_proximity(book, state, own, others, self._debounce)
             changes += found
         return updated
+
+    async def _resume_proximity(self, conn: Conn, subjects: list[str]) -> dict[str, ProximityState]:
+        """The open proximity episodes of subjects this process meets for the first
+        time since a start or a takeover, rebuilt from their open alerts (one query)."""
+        if not subjects:
+            return {}
+        found: dict[str, list[tuple[str, Fix, int]]] = defaultdict(list)
+        for row in await alert_store.open_proximity(conn, subjects):
+            at = row["fix_time"] or row["received_at"]
+            first = Fix(
+                device_id=row["device_id"],
+                seq=None,
+                t=at,
+                lat=float(row["lat"]) if row["lat"] is not None else 0.0,
+                lon=float(row["lon"]) if row["lon"] is not None else 0.0,
+                acc=0.0,
+                src="gnss",
+                received_at=row["received_at"],
+            )
+            count = int((row["detail"] or {}).get("count") or 1)
+            found[str(row["subject_id"])].append((row["rule_key"], first, count))
+        return {s: resume_proximity(self._books[s], eps) for s, eps in found.items()}
 
     async def _plausibility(self, conn: Conn, fixes: list[Fix]) -> dict[str, DeviceCheck]:
         """Impossible speeds and fix times ahead of receipt: flagged (spoofing
@@ -1119,7 +1299,18 @@ class Ingest:
         if not fixes:
             return {}
         devices = {f.device_id for f in fixes}
-        checks = {d: self._checks.get(d, DeviceCheck()) for d in devices}
+        cold = sorted(d for d in devices if d not in self._checks)
+        flagged = (
+            await alert_store.open_conditions(conn, cold, [AlertKind.SPOOFING.value])
+            if cold
+            else set()
+        )
+        # A device met for the first time since a start or a takeover may have its
+        # spoofing alert open: it is then still flagged, and gets its clear.
+        checks = {
+            d: self._checks.get(d) or DeviceCheck(flagged=(d, AlertKind.SPOOFING.value) in flagged)
+            for d in devices
+        }
         updated, outcomes = judge_plausibility(checks, fixes)
         for outcome in outcomes:
             device = self._devices.get(outcome.device_id)
@@ -1202,8 +1393,9 @@ class Ingest:
         devices = [
             d
             for d in self._devices.values()
-            if d.subject_id is not None and d.assigned_at is not None
+            if d.subject_id is not None and d.assigned_at is not None and self.owns(d.device_id)
         ]
+        await self._recall_liveness([d.device_id for d in devices])
         states: dict[str, LivenessState] = {}
         changes: list[LivenessChange] = []
         for i in range(0, len(devices), _LIVENESS_SLICE):
@@ -1248,8 +1440,48 @@ class Ingest:
                     await self._conditions(conn, conditions[i : i + _LIVENESS_SLICE])
                     await asyncio.sleep(0)
         # The skipped devices had nothing open: they are left out, as never judged.
+        # (Devices of partitions not held are not judged here at all.)
         self._liveness = dict(states)
         self.counters["liveness_passes"] += 1
+
+    async def _recall_liveness(self, device_ids: list[str]) -> None:
+        """What liveness knew of devices this process has just taken (a start, a
+        takeover): their open conditions, so each gets its clear and none a second
+        alert, and when each last had a record accounted, so silence is counted from
+        there rather than from the takeover. A few queries for all of them."""
+        unknown = [d for d in device_ids if d not in self._liveness_known]
+        if not unknown:
+            return
+        kinds = [k.value for k in _LIVENESS_KINDS]
+        for i in range(0, len(unknown), 10_000):
+            chunk = unknown[i : i + 10_000]
+            async with self._pool.connection() as conn:
+                open_ = await alert_store.open_conditions(conn, chunk, kinds)
+                accounted = await positions.last_accounted(conn, chunk)
+            opened: dict[str, set[AlertKind]] = defaultdict(set)
+            for device_id, kind in open_:
+                opened[device_id].add(AlertKind(kind))
+            for device_id in chunk:
+                if opened.get(device_id):
+                    self._liveness[device_id] = LivenessState(
+                        frozenset(opened[device_id])
+                        | self._liveness.get(device_id, LivenessState()).open
+                    )
+                    self._quiet_until.pop(device_id, None)
+                at = accounted.get(device_id)
+                if at is not None:
+                    heard = self._heard.setdefault(device_id, _Heard())
+                    if heard.upload_at is None or heard.upload_at < at:
+                        heard.upload_at = at
+            self._liveness_known.update(chunk)
+
+    def _monitored_from(self, device_id: str) -> datetime:
+        """Silence is counted from when this process took the device at the earliest."""
+        if self.cluster is not None:
+            at = self.cluster.claimed_at(self.partition(device_id))
+            if at is not None:
+                return at
+        return self._started_at
 
     def _status(self, device: DeviceInfo) -> DeviceStatus:
         """What liveness judges of one device."""
@@ -1261,7 +1493,7 @@ class Ingest:
         upload_s = 4 * 3600.0 if phone else device.upload_interval_s
         return DeviceStatus(
             device_id=device.device_id,
-            monitored_since=max(device.assigned_at, self._started_at),
+            monitored_since=max(device.assigned_at, self._monitored_from(device.device_id)),
             upload_interval_s=upload_s,
             fix_interval_s=max(device.fix_interval_s, upload_s / 4)
             if phone
@@ -1434,6 +1666,14 @@ class Ingest:
             self._books[subject_id] = book
             state = self._states.get(subject_id)
             if change.keys is None:
+                return
+            if self.cluster is not None and not any(
+                d.subject_id == subject_id and self.owns(d.device_id)
+                for d in self._devices.values()
+            ):
+                # Another process owns the subject's devices and judges its stored fixes
+                # again (it hears the change by NOTIFY rules); judging them here too
+                # would race it for the same alerts.
                 return
             # The new rules apply from `since`: judge the fixes already stored from then
             # on against them, so an order dated in the past catches what it forbids.

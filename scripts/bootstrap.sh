@@ -15,7 +15,7 @@ log() { printf '[bootstrap] %s\n' "$*" >&2; }
 
 PG_MAJOR=15
 PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
-DEB_PACKAGES=(mosquitto mosquitto-clients "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR"
+DEB_PACKAGES=(mosquitto mosquitto-clients nats-server "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR"
   build-essential cmake dpkg-dev libkrb5-dev libssl-dev python3-venv chromium openssl
   fonts-dejavu-core)
 

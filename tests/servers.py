@@ -307,6 +307,124 @@ class Mosquitto:
         self.proc = None
 
 
+NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
+
+
+@dataclass
+class NatsNode:
+    """One nats-server with JetStream, on loopback; several form a cluster by routes."""
+
+    workdir: Path
+    name: str
+    port: int = field(default_factory=free_port)
+    cluster_port: int = field(default_factory=free_port)
+    routes: list[int] = field(default_factory=list)  # the other nodes' cluster ports
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.workdir / f"{self.name}.log"
+
+    def write_config(self) -> Path:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        conf = self.workdir / f"{self.name}.conf"
+        lines = [
+            f"server_name: {self.name}",
+            "host: 127.0.0.1",
+            f"port: {self.port}",
+            f'jetstream {{ store_dir: "{self.workdir / self.name}" }}',
+        ]
+        if self.routes:
+            routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in self.routes)
+            lines.append(
+                f"cluster {{ name: monitor, host: 127.0.0.1, port: {self.cluster_port},"
+                f" routes: [{routes}] }}"
+            )
+        conf.write_text("\n".join(lines) + "\n")
+        return conf
+
+    def start(self, wait: bool = True) -> None:
+        conf = self.write_config()
+        self.proc = subprocess.Popen(
+            [NATS_SERVER, "-c", str(conf)],
+            stdout=self.log_file.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        if wait:
+            wait_for(
+                lambda: _port_open(self.port), 20, f"nats-server {self.name} ({self.log_file})"
+            )
+
+    def stop(self, how: signal.Signals = signal.SIGTERM) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(how)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.proc = None
+
+
+@dataclass
+class NatsCluster:
+    """`size` NATS servers routed to each other (size 1: a single node, no cluster)."""
+
+    workdir: Path
+    size: int = 3
+    nodes: list[NatsNode] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.nodes:
+            self.nodes = [NatsNode(self.workdir, f"n{i}") for i in range(self.size)]
+            if self.size > 1:
+                for node in self.nodes:
+                    node.routes = [o.cluster_port for o in self.nodes if o is not node]
+
+    @property
+    def url(self) -> str:
+        return ",".join(n.url for n in self.nodes)
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start(wait=False)
+        for node in self.nodes:
+            wait_for(lambda n=node: _port_open(n.port), 20, f"nats-server {node.name}")
+        # JetStream answers once the cluster has a meta leader.
+        wait_for(self._jetstream_ready, 30, "a JetStream meta leader", interval_s=0.25)
+
+    def _jetstream_ready(self) -> bool:
+        import asyncio
+
+        import nats
+
+        async def ask() -> bool:
+            nc = await nats.connect(self.nodes[0].url, connect_timeout=1, allow_reconnect=False)
+            try:
+                await nc.jetstream().account_info()
+                return True
+            except Exception:
+                return False
+            finally:
+                await nc.close()
+
+        try:
+            return asyncio.run(ask())
+        except Exception:
+            return False
+
+    def stop(self, how: signal.Signals = signal.SIGTERM) -> None:
+        for node in self.nodes:
+            node.stop(how)
+
+
 @dataclass
 class Monitor:
     """The real service, `monitor serve`, in its own process (uvicorn inside)."""
@@ -375,7 +493,7 @@ class Monitor:
 
 
 @contextlib.contextmanager
-def running(*servers: Postgres | Mosquitto | Monitor) -> Iterator[None]:
+def running(*servers: Postgres | Mosquitto | Monitor | NatsCluster) -> Iterator[None]:
     try:
         yield
     finally:

@@ -23,6 +23,7 @@ from monitor.api.routes import (
     alerts,
     audit,
     auth,
+    cluster,
     devices,
     health,
     map,
@@ -36,8 +37,11 @@ from monitor.api.routes import (
     venue,
     zone_sets,
 )
+from monitor.cluster import Coordinator
 from monitor.config import Settings
-from monitor.ingest.subscriber import Subscriber
+from monitor.ingest import stream as nats_stream
+from monitor.ingest.stream import Bridge, Stream
+from monitor.ingest.subscriber import Message, Subscriber
 from monitor.ingest.wire import SUBSCRIPTIONS
 from monitor.service import Ingest, RulesChanged
 from monitor.store import alerts as alert_store
@@ -80,7 +84,11 @@ def _fetcher(pool: Pool) -> Any:
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     await asyncio.to_thread(migrate.apply, settings.database_url)
-    pool = await open_pool(settings.database_url)
+    clustered = bool(settings.nats_servers)
+    pool = await open_pool(
+        settings.database_url,
+        idle_in_transaction_s=settings.cluster.claim_timeout_s if clustered else None,
+    )
     await _bootstrap_admin(pool, settings)
     loop = asyncio.get_running_loop()
 
@@ -89,16 +97,36 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     def publish(topic: str, payload: bytes, retain: bool) -> None:
         subscriber_box[0].publish(topic, payload, retain)
 
-    def puback(messages: list[Any]) -> None:
+    def puback(messages: list[Message]) -> None:
+        # A stream message is acknowledged to JetStream, a broker message to the broker.
+        if any(m.handle is not None for m in messages):
+            nats_stream.settle_later(messages, ok=True)
+        subscriber_box[0].ack([m for m in messages if m.handle is None])
+
+    def broker_ack(messages: list[Message]) -> None:
         subscriber_box[0].ack(messages)
 
     ingest = Ingest(settings, pool, publish, puback)
     await ingest.load()
     await ingest.sync_broker_files()
+    stream: Stream | None = None
+    bridge: Bridge | None = None
+    coordinator: Coordinator | None = None
+    if clustered and settings.ingest:
+        stream = Stream(settings.nats_servers, settings.instance, settings.cluster.partitions)
+        bridge = Bridge(stream, broker_ack)
+        coordinator = Coordinator(
+            settings.database_url,
+            settings.instance,
+            stream,
+            ingest,
+            settings.cluster.claim_timeout_s,
+        )
+        ingest.cluster = coordinator
     subscriber = Subscriber(
         settings.mqtt,
         settings.instance,
-        ingest.submit,
+        bridge.submit if bridge is not None else ingest.submit,
         subscriptions=SUBSCRIPTIONS if settings.ingest else (),
         ca_file=settings.mqtt_ca_file,
         log_level=settings.log_level,
@@ -166,10 +194,22 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         # ingesting process does it: another would find every device silent.
         *([asyncio.create_task(_ticker(ingest), name="ticker")] if settings.ingest else []),
         asyncio.create_task(_retention(settings), name="retention"),
+        *(
+            [asyncio.create_task(_clustered(stream, bridge, coordinator), name="cluster")]
+            if stream is not None and bridge is not None and coordinator is not None
+            else []
+        ),
     ]
     await subscriber.start()
     app.state.runtime = Runtime(
-        settings, pool, ingest, hub, subscriber.subscribed, officers=officers
+        settings,
+        pool,
+        ingest,
+        hub,
+        subscriber.subscribed,
+        officers=officers,
+        cluster=coordinator,
+        stream=stream,
     )
     try:
         yield
@@ -181,6 +221,29 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await pool.close()
+        if stream is not None:
+            await stream.close()
+
+
+async def _clustered(stream: Stream, bridge: Bridge, coordinator: Coordinator) -> None:
+    """Cluster mode's work: connect to NATS (until it answers), make sure the stream
+    exists, then bridge the broker's messages into it and hold this process's share of
+    the partitions."""
+    delay = 0.5
+    while True:
+        try:
+            await stream.connect()
+            break
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("cannot reach NATS (%s); trying again in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    await stream.ensure()
+    async with asyncio.TaskGroup() as group:
+        group.create_task(bridge.run(), name="bridge")
+        group.create_task(coordinator.run(), name="claims")
 
 
 async def _retention(settings: Settings) -> None:
@@ -220,6 +283,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     for module in (
         auth,
+        cluster,
         users,
         subjects,
         devices,

@@ -10,7 +10,9 @@ from fastapi import Depends, Header, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer
 
 from monitor.alerts.hub import Hub
+from monitor.cluster import Coordinator
 from monitor.config import Settings
+from monitor.ingest.stream import Stream
 from monitor.service import Ingest
 from monitor.store import subjects as subject_store
 from monitor.store import users as user_store
@@ -43,6 +45,10 @@ class Runtime:
     # others by NOTIFY), so a transfer takes a subject out of the old officer's live feed
     # at once.
     officers: dict[str, str | None] = field(default_factory=dict)
+    # Cluster mode: this process's partition claims and its NATS connection.
+    cluster: Coordinator | None = None
+    stream: Stream | None = None
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 def _runtime(request: Request) -> Runtime:

@@ -58,6 +58,10 @@ class Message:
     repeated_properties: frozenset[str] = frozenset()
     # A device upload as the relay decoded it (codec.upload_to_wire), or None.
     upload: WireUpload | None = None
+    # Cluster mode: the partition the message belongs to, and the stream message to
+    # acknowledge once its content is committed (monitor.ingest.stream).
+    partition: int | None = None
+    handle: Any = None
 
 
 class Subscriber:

@@ -55,7 +55,7 @@ from geofences.model import (
     segment_depth_m,
     segment_leaves,
 )
-from monitor.domain import Fix
+from monitor.domain import AlertKind, Fix, Severity
 from monitor.rules.book import SHARED_INDEX_MIN, ProximityRule, Rule, RuleBook, zone_rule
 from monitor.rules.margins import Margins
 
@@ -74,6 +74,7 @@ __all__ = [
     "proximity_decision",
     "rejudge",
     "rejudge_window",
+    "resume_proximity",
 ]
 
 
@@ -960,3 +961,29 @@ def evaluate_proximity(
                     )
                 )
     return ProximityState(episodes, seen, last), changes
+
+
+def resume_proximity(
+    book: RuleBook, open_episodes: Sequence[tuple[str, Fix, int]]
+) -> ProximityState:
+    """The proximity episodes whose alerts are open (rule key, the episode's first fix,
+    its count), as a process rebuilds them when it meets the subject after a restart or
+    a takeover: each confirmed, so that a compliant look clears its alert and a
+    violating one adds to it, never opening a second alert for the same episode. A rule
+    that is no longer in the book is left out (its alert was cleared or will be)."""
+    entries = {f"proximity:{p.rule_id}": p for p in book.proximity}
+    episodes: dict[str, Episode] = {}
+    for key, first, count in open_episodes:
+        entry = entries.get(key)
+        if entry is None or key in episodes:
+            continue
+        rule = Rule(
+            key=key,
+            zone_id=None,
+            shape=Circle(first.lon, first.lat, entry.distance_m),
+            must_be_inside=False,
+            kind=AlertKind.PROXIMITY,
+            severity=Severity.CRITICAL,
+        )
+        episodes[key] = Episode(rule, first, first, max(count, 1), confirmed=True)
+    return ProximityState(episodes)

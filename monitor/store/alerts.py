@@ -35,6 +35,8 @@ __all__ = [
     "latest_event_id",
     "list_page",
     "open_alerts",
+    "open_conditions",
+    "open_proximity",
     "record_change",
 ]
 
@@ -383,3 +385,34 @@ async def escalate_due(conn: Conn, after_s: float, now: datetime) -> list[dict[s
             for row in due
         ],
     )
+
+
+async def open_conditions(
+    conn: Conn, device_ids: list[str], kinds: list[str]
+) -> set[tuple[str, str]]:
+    """The (device, kind) pairs among these with an open, uncleared condition alert
+    (its rule key is its kind): what a process rebuilds of device conditions when it
+    takes devices over, so that each still gets its clear and no second alert."""
+    if not device_ids:
+        return set()
+    cur = await conn.execute(
+        "SELECT DISTINCT device_id, kind FROM alerts WHERE device_id = ANY(%s)"
+        " AND kind = ANY(%s) AND rule_key = kind AND state <> 'resolved' AND cleared_at IS NULL",
+        (device_ids, kinds),
+        prepare=False,
+    )
+    return {(r["device_id"], r["kind"]) for r in await cur.fetchall()}
+
+
+async def open_proximity(conn: Conn, subject_ids: list[str]) -> list[dict[str, Any]]:
+    """The open, uncleared proximity alerts of these subjects, oldest first."""
+    if not subject_ids:
+        return []
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM alerts WHERE subject_id = ANY(%s::uuid[])"
+        " AND kind = 'proximity' AND state <> 'resolved' AND cleared_at IS NULL"
+        " ORDER BY alert_no",
+        (subject_ids,),
+        prepare=False,
+    )
+    return await cur.fetchall()

@@ -11,19 +11,29 @@ __all__ = ["Pool", "open_pool"]
 Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
 
 
-async def _configure(conn: AsyncConnection[DictRow]) -> None:
-    # Everything the service writes and reads is UTC; answers format times themselves.
-    await conn.execute("SET TIME ZONE 'UTC'")
-    await conn.commit()
+async def open_pool(
+    database_url: str,
+    min_size: int = 2,
+    max_size: int = 10,
+    idle_in_transaction_s: float | None = None,
+) -> Pool:
+    """`idle_in_transaction_s`: cluster mode ends a transaction left idle this long (a
+    process paused mid-batch), so that it cannot hold up a new owner's claim."""
 
+    async def configure(conn: AsyncConnection[DictRow]) -> None:
+        # Everything the service writes and reads is UTC; answers format times themselves.
+        await conn.execute("SET TIME ZONE 'UTC'")
+        if idle_in_transaction_s is not None:
+            ms = int(idle_in_transaction_s * 1000)
+            await conn.execute(f"SET idle_in_transaction_session_timeout = {ms}")
+        await conn.commit()
 
-async def open_pool(database_url: str, min_size: int = 2, max_size: int = 10) -> Pool:
     pool: Pool = AsyncConnectionPool(
         database_url,
         min_size=min_size,
         max_size=max_size,
         kwargs={"row_factory": dict_row},
-        configure=_configure,
+        configure=configure,
         open=False,
         connection_class=AsyncConnection[DictRow],
     )

@@ -22,11 +22,13 @@ __all__ = [
     "insert_fixes",
     "insert_rejections",
     "insert_transitions",
+    "last_accounted",
     "load_acks",
     "recent_fixes",
     "recent_fixes_many",
     "rejected_page",
     "save_acks",
+    "stored_seqs",
     "subject_events",
     "subject_fixes",
     "subject_transitions",
@@ -204,6 +206,38 @@ async def accounted_seqs_many(conn: Conn, above: dict[str, int]) -> dict[str, se
     for r in await cur.fetchall():
         found[r["device_id"]].add(int(r["seq"]))
     return found
+
+
+async def stored_seqs(conn: Conn, seqs: dict[str, list[int]]) -> set[tuple[str, int]]:
+    """Of the given (device, seq) pairs, those already stored or refused, whatever their
+    time: a resend of an acknowledged seq with another `t` is the same record."""
+    pairs = [(d, s) for d, found in seqs.items() for s in found]
+    if not pairs:
+        return set()
+    cur = await conn.execute(
+        "WITH w (device_id, seq) AS (SELECT * FROM unnest(%(d)s::text[], %(s)s::bigint[]))"
+        " SELECT x.device_id, x.seq FROM w JOIN fixes x"
+        "   ON x.device_id = w.device_id AND x.seq = w.seq"
+        " UNION SELECT x.device_id, x.seq FROM w JOIN device_events x"
+        "   ON x.device_id = w.device_id AND x.seq = w.seq"
+        " UNION SELECT x.device_id, x.seq FROM w JOIN rejected_messages x"
+        "   ON x.device_id = w.device_id AND x.seq = w.seq",
+        {"d": [d for d, _ in pairs], "s": [s for _, s in pairs]},
+    )
+    return {(r["device_id"], int(r["seq"])) for r in await cur.fetchall()}
+
+
+async def last_accounted(conn: Conn, device_ids: list[str]) -> dict[str, datetime]:
+    """When each device last had a record accounted (its ack watermark written): what
+    liveness knows of a device it has not heard itself, after a restart or a takeover."""
+    if not device_ids:
+        return {}
+    cur = await conn.execute(
+        "SELECT device_id, updated_at FROM device_acks WHERE device_id = ANY(%s)",
+        (device_ids,),
+        prepare=False,
+    )
+    return {r["device_id"]: r["updated_at"] for r in await cur.fetchall()}
 
 
 async def save_acks(conn: Conn, acks: dict[str, int]) -> None:

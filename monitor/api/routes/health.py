@@ -20,8 +20,15 @@ async def healthz(runtime: RuntimeDep) -> JSONResponse:
     except Exception:  # any failure to reach the database means "not healthy"
         database = False
     broker = bool(runtime.subscribed.is_set())
+    body: dict[str, object] = {"database": database, "broker": broker}
     ok = database and broker
+    if runtime.cluster is not None and runtime.stream is not None:
+        # Cluster mode: once this process can take its share of the partitions.
+        nats = runtime.stream.connected and runtime.stream.ready.is_set()
+        claims = runtime.cluster.ready.is_set()
+        body.update({"nats": nats, "claims": claims})
+        ok = ok and nats and claims
     return JSONResponse(
-        {"status": "ok" if ok else "unavailable", "database": database, "broker": broker},
+        {"status": "ok" if ok else "unavailable", **body},
         status_code=200 if ok else 503,
     )
