@@ -8,6 +8,7 @@ COPY pyproject.toml README.md ./
 COPY monitor ./monitor
 COPY geofences ./geofences
 COPY device_sim ./device_sim
+COPY protocol ./protocol
 RUN pip install --no-cache-dir . && useradd --system --uid 10001 monitor
 USER monitor
 EXPOSE 8000

@@ -33,7 +33,7 @@ from types import FrameType
 
 from device_sim.api import ApiError, ConflictError, OperatorClient
 from device_sim.check import describe_error, run_check
-from device_sim.device import Bracelet
+from device_sim.device import Bracelet, topic
 from device_sim.expect import ExpectFile, iso_ms, ms_of
 from device_sim.fleet import Broker, Fleet, Progress
 from device_sim.progress import Display
@@ -459,7 +459,7 @@ def _upload(args: argparse.Namespace) -> int:
         if not bracelet.publish_raw(payload, timeout_s=args.timeout_s):
             print("upload: the broker did not acknowledge the publish (PUBACK)", file=sys.stderr)
             return 1
-        print(f"published {len(payload)} bytes to em/v1/dev/{args.device_id}/up")
+        print(f"published {len(payload)} bytes to {topic(args.device_id, 'up')}")
         # Wait for an ack that covers the upload's records (or any new one when the
         # payload is not readable enough to say which records it holds).
         covered = False

@@ -40,20 +40,20 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from device_sim.journal import Journal, Record, RecordKind, encode_upload
 from device_sim.signature import decode_key, sign
+from protocol.records import MAX_RECORDS
+from protocol.signature import SIG_PROPERTY
+
+# Re-exported as `topic`, the name tests and tools have always imported from here.
+from protocol.topics import device_topic as topic
 
 __all__ = ["MAX_BATCH", "Bracelet", "Locator", "Reading", "topic"]
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 500  # records in one upload, protocol v1
+MAX_BATCH = MAX_RECORDS  # records in one upload, protocol v1
 
 _ONLINE = b'{"online":true}'
 _OFFLINE = b'{"online":false}'
-
-
-def topic(device_id: str, leaf: str) -> str:
-    """`em/v1/dev/{device_id}/{leaf}`, leaf one of up, state, ack, cmd."""
-    return f"em/v1/dev/{device_id}/{leaf}"
 
 
 def _wall_ms() -> int:
@@ -395,7 +395,7 @@ class Bracelet:
             # A fresh set: assigning UserProperty appends, and the true signature must
             # not travel beside the forged one.
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            props.UserProperty = ("sig", signature)
+            props.UserProperty = (SIG_PROPERTY, signature)
         info = self._client.publish(self._up, payload, qos=1, properties=props)
         self._inflight[info.mid] = 0
         return info.mid
@@ -480,7 +480,7 @@ class Bracelet:
             return None
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         if self._key is not None:
-            props.UserProperty = ("sig", sign(self._key, payload))
+            props.UserProperty = (SIG_PROPERTY, sign(self._key, payload))
         return props
 
     def _send_due(self, now: float) -> None:

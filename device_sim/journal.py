@@ -28,6 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal, TypeAlias
 
+# The fix sources and v1 event kinds are the protocol's, shared with the backend, so
+# what the journal refuses to number is exactly what the backend would refuse to store.
+from protocol.records import EVENT_KINDS, FIX_SOURCES
+
 __all__ = [
     "EVENT_KINDS",
     "FIX_SOURCES",
@@ -47,24 +51,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 RecordKind = Literal["fix", "event"]
-
-FIX_SOURCES = frozenset({"gnss", "wifi", "cell", "beacon"})
-EVENT_KINDS = frozenset(
-    {
-        "strap_open",
-        "strap_closed",
-        "case_open",
-        "battery_low",
-        "battery_critical",
-        "charger_on",
-        "charger_off",
-        "no_fix",
-        "jamming",
-        "sos",
-        "cmd_result",
-        "boot",
-    }
-)
 
 _JOURNAL = "journal.jsonl"
 _STATE = "state.json"

@@ -10,6 +10,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+# The protocol's fix sources and v1 event kinds, shared with the device simulator; the
+# phone agents' v1.1 kinds (protocol.records.PHONE_EVENT_KINDS) are not accepted here.
+from protocol.records import EVENT_KINDS, FIX_SOURCES
+
 __all__ = [
     "ALERT_KINDS",
     "DEFAULT_SEVERITY",
@@ -35,26 +39,6 @@ def from_epoch_ms(ms: int) -> datetime:
 
 def to_epoch_ms(t: datetime) -> int:
     return round(t.timestamp() * 1000)
-
-
-FIX_SOURCES = frozenset({"gnss", "wifi", "cell", "beacon"})
-
-EVENT_KINDS = frozenset(
-    {
-        "strap_open",
-        "strap_closed",
-        "case_open",
-        "battery_low",
-        "battery_critical",
-        "charger_on",
-        "charger_off",
-        "no_fix",
-        "jamming",
-        "sos",
-        "cmd_result",
-        "boot",
-    }
-)
 
 
 class Status(StrEnum):

@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.servers import Monitor, Mosquitto, Postgres  # noqa: E402
+from tests.servers import Monitor, Mosquitto, NatsCluster, Postgres  # noqa: E402
 
 
 def main() -> int:
@@ -27,7 +27,18 @@ def main() -> int:
     parser.add_argument("--mqtt-port", type=int, default=11883)
     parser.add_argument("--devices", type=int, default=5)
     parser.add_argument("--no-fleet", action="store_true", help="start no simulated devices")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="monitor serve processes; 2 or more run cluster mode over NATS JetStream"
+        " (HTTP ports from --http-port up)",
+    )
+    parser.add_argument(
+        "--nats-nodes", type=int, default=3, help="NATS servers in cluster mode (default 3)"
+    )
     args = parser.parse_args()
+    clustered = args.processes > 1
 
     state = ROOT / ".local" / "run"
     state.mkdir(parents=True, exist_ok=True)
@@ -52,20 +63,27 @@ def main() -> int:
         password_file=broker_dir / "passwd",
         acl_file=broker_dir / "acl",
     )
-    service = Monitor(
-        env={
-            "MONITOR_DATABASE_URL": pg.url,
-            "MONITOR_MQTT_URL": (
-                f"mqtt://monitor:{service_secret.read_text().strip()}@127.0.0.1:{broker.port}"
-            ),
-            "MONITOR_ADMIN_PASSWORD": admin_password,
-            "MONITOR_BROKER__PASSWORD_FILE": str(broker_dir / "passwd"),
-            "MONITOR_BROKER__ACL_FILE": str(broker_dir / "acl"),
-            "MONITOR_BROKER__PID_FILE": str(broker.pid_file),
-        },
-        workdir=state,
-        port=args.http_port,
-    )
+    nats = NatsCluster(state / "nats", size=args.nats_nodes) if clustered else None
+    services = [
+        Monitor(
+            env={
+                "MONITOR_DATABASE_URL": pg.url,
+                "MONITOR_MQTT_URL": (
+                    f"mqtt://monitor:{service_secret.read_text().strip()}@127.0.0.1:{broker.port}"
+                ),
+                "MONITOR_ADMIN_PASSWORD": admin_password,
+                "MONITOR_BROKER__PASSWORD_FILE": str(broker_dir / "passwd"),
+                "MONITOR_BROKER__ACL_FILE": str(broker_dir / "acl"),
+                "MONITOR_BROKER__PID_FILE": str(broker.pid_file),
+                "MONITOR_INSTANCE": f"monitor-{i + 1}" if clustered else "monitor",
+                **({"MONITOR_NATS_URL": nats.url} if nats is not None else {}),
+            },
+            workdir=state,
+            port=args.http_port + i,
+        )
+        for i in range(max(1, args.processes))
+    ]
+    service = services[0]
     fleet: subprocess.Popen[bytes] | None = None
     stopping = False
 
@@ -80,8 +98,12 @@ def main() -> int:
         pg.start()
         print(f"starting Mosquitto on 127.0.0.1:{broker.port}")
         broker.start()
-        print(f"starting monitor serve on {service.base_url} (log {service.log_file})")
-        service.start()
+        if nats is not None:
+            print(f"starting {len(nats.nodes)} NATS server(s) with JetStream: {nats.url}")
+            nats.start()
+        for each in services:
+            print(f"starting monitor serve on {each.base_url} (log {each.log_file})")
+            each.start()
         if not args.no_fleet:
             fleet = subprocess.Popen(
                 [
@@ -107,11 +129,14 @@ def main() -> int:
         print(f"  API         {service.base_url}/api/v1   (OpenAPI: {service.base_url}/docs)")
         print(f"  live alerts ws://127.0.0.1:{service.port}/api/v1/alerts/live?token=...")
         print(f"  login       admin / {admin_password}   (kept in {secret_file})")
+        if nats is not None:
+            print(f"  cluster     {service.base_url}/api/v1/cluster ({len(services)} processes)")
         print("  Ctrl-C stops everything.\n", flush=True)
         while not stopping:
-            if service.proc is not None and service.proc.poll() is not None:
-                print("monitor serve exited:\n" + service.log_tail(), file=sys.stderr)
-                return 1
+            for each in services:
+                if each.proc is not None and each.proc.poll() is not None:
+                    print("monitor serve exited:\n" + each.log_tail(), file=sys.stderr)
+                    return 1
             time.sleep(0.5)
         return 0
     finally:
@@ -122,7 +147,10 @@ def main() -> int:
                 fleet.wait(15)
             except subprocess.TimeoutExpired:
                 fleet.kill()
-        service.stop()
+        for each in services:
+            each.stop()
+        if nats is not None:
+            nats.stop()
         broker.stop()
         pg.stop()
         print("stopped.")

@@ -4,26 +4,29 @@ Faults come in two sizes, as the protocol says. A whole-upload fault (not JSON, 
 object, more than 500 records, a bad signature) refuses everything in it. A record fault
 (a field missing, of the wrong type or out of range) refuses that record only: it is kept
 with its reason and counts as accounted for, so the device stops resending it.
+
+The protocol's vocabulary (fix sources, event kinds, the record limit, the signature) is
+defined once in `protocol`, shared with the device simulator; `sign`, `verify_signature`
+and `b64url` stay importable from here, where the service has always found them.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard
 
 from monitor.domain import EVENT_KINDS, FIX_SOURCES, DeviceEvent, Fix, Rejection, from_epoch_ms
+from protocol.records import MAX_RECORDS
+from protocol.signature import b64url, sign, verify_signature
 
 __all__ = [
     "MAX_RECORDS",
     "Upload",
     "UploadFault",
+    "WireUpload",
     "b64url",
     "decode_upload",
     "fault_to_wire",
@@ -33,7 +36,6 @@ __all__ = [
     "verify_signature",
 ]
 
-MAX_RECORDS = 500
 # Fix times outside these bounds cannot be a real device's clock: 2000-01-01 .. 2100-01-01.
 _T_MIN_MS = 946_684_800_000
 _T_MAX_MS = 4_102_444_800_000
@@ -59,38 +61,6 @@ class Upload:
         out += [e.seq for e in self.events if e.seq is not None]
         out += [r.seq for r in self.rejections if r.seq is not None]
         return out
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-_B64URL = re.compile(r"[A-Za-z0-9_-]*")
-
-
-def _b64url_decode(text: str) -> bytes:
-    # urlsafe_b64decode silently drops characters outside the alphabet; refuse them.
-    if not _B64URL.fullmatch(text):
-        raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def sign(key: bytes, payload: bytes) -> str:
-    return b64url(hmac.new(key, payload, hashlib.sha256).digest())
-
-
-def verify_signature(key: bytes, payload: bytes, sig: str | None) -> str | None:
-    """None when `sig` is the right HMAC-SHA256 of the exact payload; else the reason."""
-    if sig is None:
-        return "signature missing: a signed device must send the MQTT 5 user property 'sig'"
-    try:
-        given = _b64url_decode(sig.strip())
-    except (ValueError, TypeError):
-        return "signature is not base64url text"
-    expected = hmac.new(key, payload, hashlib.sha256).digest()
-    if not hmac.compare_digest(given, expected):
-        return "signature does not match the payload"
-    return None
 
 
 def _is_int(v: object) -> TypeGuard[int]:

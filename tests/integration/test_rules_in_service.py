@@ -5,6 +5,7 @@ raises a comms loss that clears when it talks again."""
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -287,3 +288,56 @@ def test_blue_keeps_out_of_shared_zones_that_need_a_negative_test(
         wait_for(lambda: "zone_enter" in _kinds(api, subject), 30, "the airport zone_enter")
     finally:
         device.close()
+
+
+def test_a_proximity_episode_open_at_a_restart_is_one_alert_and_clears(
+    lively: Monitor, mosquitto: Mosquitto
+) -> None:
+    """The episode's state was only in the killed process's memory: the new process
+    reads it back from the open alert, so the subject still near the victim adds to
+    that alert rather than opening a second, and walking away clears it."""
+    api = Api.login(lively.base_url, "admin", ADMIN_PASSWORD)
+    subject = _setup(api, "PROX-2", "BR-PROX2")
+    protected = api.subject("VICTIM-2", name="Protected person")
+    api.enrol("PH-VICTIM2", protected, signed=False, assigned_at="2026-01-01T00:00:00Z")
+    api.post(
+        f"/api/v1/subjects/{subject}/proximity-rules",
+        {"device_id": "PH-VICTIM2", "distance_m": 300, "valid_from": "2026-01-01T00:00:00Z"},
+    )
+    now = int(datetime.now(UTC).timestamp() * 1000) - 300_000
+    aggressor = Device("BR-PROX2", mosquitto.port)
+    victim = Device("PH-VICTIM2", mosquitto.port)
+    try:
+        victim.fixes([(now, 2000, 0)])
+        for i in range(4):
+            aggressor.fixes([(now + 10_000 + i * 10_000, 1900, 0)])
+        wait_for(lambda: "proximity" in _kinds(api, subject), 30, "the proximity alert")
+    finally:
+        aggressor.close()
+        victim.close()
+    lively.stop(signal.SIGKILL)
+    lively.start()
+    api = Api.login(lively.base_url, "admin", ADMIN_PASSWORD)
+    aggressor = Device("BR-PROX2", mosquitto.port)
+    aggressor.seq = 4
+    try:
+        for i in range(4):
+            aggressor.fixes([(now + 60_000 + i * 10_000, 1900, 0)])  # still near her
+        aggressor.fixes([(now + 120_000, 0, 0)])  # back home, 2 km from her
+        items = api.get("/api/v1/alerts", subject_id=subject)["items"]
+        wait_for(
+            lambda: (
+                [
+                    a["detail"].get("cleared_at") is not None
+                    for a in api.get("/api/v1/alerts", subject_id=subject)["items"]
+                    if a["kind"] == "proximity"
+                ]
+                == [True]
+            ),
+            30,
+            "one proximity alert, cleared",
+        )
+        items = api.get("/api/v1/alerts", subject_id=subject)["items"]
+        assert [a["kind"] for a in items].count("proximity") == 1
+    finally:
+        aggressor.close()

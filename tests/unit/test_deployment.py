@@ -30,9 +30,18 @@ def _compose() -> dict[str, Any]:
     return doc
 
 
-def test_compose_parses_and_has_the_four_services_with_health_checks() -> None:
+def test_compose_parses_and_has_its_services_with_health_checks() -> None:
     services = _compose()["services"]
-    assert set(services) == {"timescaledb", "mosquitto", "monitor", "device-sim"}
+    assert set(services) == {
+        "timescaledb",
+        "mosquitto",
+        "nats-1",
+        "nats-2",
+        "nats-3",
+        "monitor",
+        "monitor-2",
+        "device-sim",
+    }
     image = services["timescaledb"]["image"]
     assert re.fullmatch(r"timescale/timescaledb:\d+\.\d+\.\d+-pg15", image)
     assert services["mosquitto"]["image"] == "eclipse-mosquitto:2"
@@ -64,3 +73,24 @@ def test_the_contract_variables_are_read() -> None:
         "MONITOR_ADMIN_PASSWORD",
     }
     assert contract <= _settings_variables()
+
+
+def test_compose_runs_cluster_mode_over_a_three_node_nats_cluster() -> None:
+    """Two monitor processes on the same database and broker, each its own instance,
+    both given every NATS server; the NATS servers routed to each other with JetStream."""
+    services = _compose()["services"]
+    monitors = [services["monitor"]["environment"], services["monitor-2"]["environment"]]
+    assert monitors[0]["MONITOR_DATABASE_URL"] == monitors[1]["MONITOR_DATABASE_URL"]
+    assert monitors[0]["MONITOR_MQTT_URL"] == monitors[1]["MONITOR_MQTT_URL"]
+    assert monitors[0]["MONITOR_INSTANCE"] != monitors[1]["MONITOR_INSTANCE"]
+    nodes = ["nats-1", "nats-2", "nats-3"]
+    for env in monitors:
+        servers = Settings(nats_url=env["MONITOR_NATS_URL"]).nats_servers
+        assert servers == [f"nats://{n}:4222" for n in nodes]
+    for node in nodes:
+        command = services[node]["command"]
+        assert "-js" in command
+        assert command[command.index("-n") + 1] == node
+        routes = command[command.index("--routes") + 1].split(",")
+        assert sorted(routes) == [f"nats://{n}:6222" for n in nodes if n != node]
+        assert "healthcheck" in services[node]
