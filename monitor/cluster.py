@@ -117,10 +117,7 @@ class Coordinator:
                 delay = min(delay * 2, 5.0)
 
     async def _configure(self, conn: AsyncConnection[DictRow]) -> None:
-        timeout_ms = int(self._timeout_s * 1000)
-        await conn.execute(f"SET idle_session_timeout = {timeout_ms}")
-        # A claim waits for a previous owner's running transaction, but not for ever.
-        await conn.execute(f"SET lock_timeout = {timeout_ms * 2}")
+        await claims.configure(conn, self._timeout_s)
         await claims.ensure_partitions(conn, self.partitions)
 
     async def _beat(self, conn: AsyncConnection[DictRow]) -> None:

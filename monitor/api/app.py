@@ -46,6 +46,7 @@ from monitor.ingest.wire import SUBSCRIPTIONS
 from monitor.service import Ingest, RulesChanged
 from monitor.store import alerts as alert_store
 from monitor.store import migrate, retention
+from monitor.store import subjects as subject_store
 from monitor.store import users as user_store
 from monitor.store.notifications import listen
 from monitor.store.pool import Pool, open_pool
@@ -154,14 +155,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Each subject's officer, for the live feed's caseload filter (see Runtime).
     officers: dict[str, str | None] = {}
     async with pool.connection() as conn:
-        cur = await conn.execute("SELECT id, officer FROM subjects")
-        officers.update({str(r["id"]): r["officer"] for r in await cur.fetchall()})
+        officers.update(await subject_store.officers(conn))
 
     async def reload_officer(subject_id: str) -> None:
         async with pool.connection() as conn:
-            cur = await conn.execute("SELECT officer FROM subjects WHERE id = %s", (subject_id,))
-            row = await cur.fetchone()
-        officers[subject_id] = row["officer"] if row else None
+            officer = await subject_store.officer_of(conn, subject_id)
+        officers[subject_id] = officer
 
     def on_subject(payload: str | None) -> None:
         if payload:

@@ -21,6 +21,7 @@ __all__ = [
     "Fenced",
     "bump_epoch",
     "claimed",
+    "configure",
     "ensure_partitions",
     "fence",
     "members",
@@ -42,6 +43,15 @@ class Fenced(Exception):
     def __init__(self, partitions: set[int]) -> None:
         super().__init__(f"partition(s) {sorted(partitions)} claimed by another process")
         self.partitions = partitions
+
+
+async def configure(conn: Conn, timeout_s: float) -> None:
+    """The claim connection's limits: silent past `timeout_s` (a paused or cut-off
+    process), PostgreSQL ends its session and so its claims; a claim waits for a
+    previous owner's running transaction, but not for ever."""
+    ms = int(timeout_s * 1000)
+    await conn.execute(f"SET idle_session_timeout = {ms}")
+    await conn.execute(f"SET lock_timeout = {2 * ms}")
 
 
 async def ensure_partitions(conn: Conn, partitions: int) -> None:

@@ -8,7 +8,14 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
-__all__ = ["all_devices", "broker_credentials", "create", "get", "last_state"]
+__all__ = [
+    "all_devices",
+    "announce_change",
+    "broker_credentials",
+    "create",
+    "get",
+    "last_state",
+]
 
 Conn = AsyncConnection[DictRow]
 
@@ -74,3 +81,10 @@ async def last_state(conn: Conn, device_id: str) -> dict[str, Any] | None:
         (device_id,),
     )
     return await cur.fetchone()
+
+
+async def announce_change(conn: Conn, device_id: str) -> None:
+    """Tell every process that the device's enrolment changed (NOTIFY, delivered when
+    `conn`'s transaction commits), so each reloads it: call it inside the transaction
+    that makes the change."""
+    await conn.execute("SELECT pg_notify('devices', %s)", (device_id,))

@@ -6,7 +6,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
-__all__ = ["Pool", "open_pool"]
+__all__ = ["Pool", "open_pool", "ping", "read_one_snapshot"]
 
 Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
 
@@ -39,3 +39,15 @@ async def open_pool(
     )
     await pool.open(wait=True, timeout=30)
     return pool
+
+
+async def ping(conn: AsyncConnection[DictRow]) -> None:
+    """A round trip to the database; raises when it does not answer."""
+    await conn.execute("SELECT 1")
+
+
+async def read_one_snapshot(conn: AsyncConnection[DictRow]) -> None:
+    """Make the transaction just begun on `conn` see one snapshot of the database
+    (REPEATABLE READ), so that what it reads in several statements agrees: call it first
+    inside `conn.transaction()`."""
+    await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")

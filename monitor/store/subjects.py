@@ -1,4 +1,4 @@
-"""Subjects, their status orders and the consultation log."""
+"""Subjects, their status orders, planned suspensions and the consultation log."""
 
 from __future__ import annotations
 
@@ -13,18 +13,27 @@ from monitor.store import audit
 
 __all__ = [
     "add_status",
+    "add_suspension",
+    "announce_change",
+    "cancel_suspension",
     "create",
     "get",
     "get_by_external_id",
     "ids_for_officer",
     "log_consultation",
+    "officer_of",
+    "officers",
     "statuses",
+    "suspensions",
     "update",
 ]
 
 Conn = AsyncConnection[DictRow]
 
 _COLUMNS = "id, name, external_id, timezone, officer, created_at, updated_at"
+_SUSPENSION_COLUMNS = (
+    "id, subject_id, starts_at, ends_at, reason, set_by, set_at, cancelled_by, cancelled_at"
+)
 
 
 def _uuid(value: str) -> uuid.UUID | None:
@@ -141,3 +150,66 @@ async def log_consultation(
         range_from=range_from,
         range_until=range_until,
     )
+
+
+async def officers(conn: Conn) -> dict[str, str | None]:
+    """Every subject's supervising officer (None: unassigned), by subject id: what the
+    live feed's caseload filter starts from."""
+    cur = await conn.execute("SELECT id, officer FROM subjects")
+    return {str(r["id"]): r["officer"] for r in await cur.fetchall()}
+
+
+async def officer_of(conn: Conn, subject_id: str) -> str | None:
+    """The subject's supervising officer; None when it has none or no such subject."""
+    cur = await conn.execute("SELECT officer FROM subjects WHERE id = %s", (subject_id,))
+    row = await cur.fetchone()
+    return row["officer"] if row else None
+
+
+async def announce_change(conn: Conn, subject_id: str) -> None:
+    """Tell every process that the subject's record changed (NOTIFY, delivered when
+    `conn`'s transaction commits) on the channel the API's listener rereads the officer
+    from: call it inside the transaction that makes the change."""
+    await conn.execute("SELECT pg_notify('subjects', %s)", (subject_id,))
+
+
+async def add_suspension(
+    conn: Conn,
+    subject_id: str,
+    starts_at: datetime,
+    ends_at: datetime,
+    reason: str,
+    set_by: str,
+) -> dict[str, Any]:
+    """A planned suspension of the subject's alerts (a court visit, a hospital stay)."""
+    cur = await conn.execute(
+        "INSERT INTO suspensions (subject_id, starts_at, ends_at, reason, set_by)"
+        f" VALUES (%s, %s, %s, %s, %s) RETURNING {_SUSPENSION_COLUMNS}",
+        (subject_id, starts_at, ends_at, reason, set_by),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return row
+
+
+async def suspensions(conn: Conn, subject_id: str) -> list[dict[str, Any]]:
+    """The subject's suspensions, cancelled ones included, by start."""
+    cur = await conn.execute(
+        f"SELECT {_SUSPENSION_COLUMNS} FROM suspensions WHERE subject_id = %s ORDER BY starts_at",
+        (subject_id,),
+    )
+    return await cur.fetchall()
+
+
+async def cancel_suspension(
+    conn: Conn, subject_id: str, suspension_id: int, cancelled_by: str
+) -> dict[str, Any] | None:
+    """The suspension as cancelled; None when the subject has no such suspension still
+    active (a suspension is cancelled once)."""
+    cur = await conn.execute(
+        "UPDATE suspensions SET cancelled_by = %s, cancelled_at = clock_timestamp()"
+        " WHERE id = %s AND subject_id = %s AND cancelled_at IS NULL"
+        f" RETURNING {_SUSPENSION_COLUMNS}",
+        (cancelled_by, suspension_id, subject_id),
+    )
+    return await cur.fetchone()

@@ -13,6 +13,7 @@ from psycopg.rows import DictRow
 __all__ = [
     "create",
     "create_session",
+    "end_session",
     "end_sessions",
     "failed_login",
     "get",
@@ -120,3 +121,8 @@ async def session_user(
         {"h": token_hash(token), "now": now, "idle": idle_s, "age": max_age_s},
     )
     return await cur.fetchone()
+
+
+async def end_session(conn: Conn, token: str) -> None:
+    """End the session behind a bearer token (a logout); the user's others stay."""
+    await conn.execute("DELETE FROM sessions WHERE token_hash = %s", (token_hash(token),))

@@ -19,8 +19,11 @@ from monitor.rules.schedule import parse as parse_schedule
 
 __all__ = [
     "all_watchers",
+    "announce_set_change",
     "create",
+    "create_proximity_rule",
     "list_for_subject",
+    "list_proximity_rules",
     "list_set",
     "load_rulebook",
     "load_rulebooks",
@@ -33,6 +36,9 @@ Conn = AsyncConnection[DictRow]
 _COLUMNS = (
     "id, subject_id, zone_set, kind, name, feature, schedule, source, valid_from, valid_until,"
     " created_at, created_by"
+)
+_PROXIMITY_COLUMNS = (
+    "id, subject_id, other_device_id, distance_m, valid_from, valid_until, created_by"
 )
 
 
@@ -212,3 +218,40 @@ async def all_watchers(conn: Conn) -> dict[str, list[str]]:
     for r in await cur.fetchall():
         found[r["other_device_id"]].append(str(r["subject_id"]))
     return dict(found)
+
+
+async def announce_set_change(conn: Conn, zone_set: str) -> None:
+    """Tell every process that a shared zone set changed (NOTIFY, delivered when `conn`'s
+    transaction commits), so each reloads the shared zones: call it inside the
+    transaction that makes the change."""
+    await conn.execute("SELECT pg_notify('zone_sets', %s)", (zone_set,))
+
+
+async def create_proximity_rule(
+    conn: Conn,
+    subject_id: str,
+    other_device_id: str,
+    distance_m: float,
+    valid_from: datetime,
+    created_by: str,
+) -> dict[str, Any]:
+    """A mobile exclusion zone: the subject keeps `distance_m` from another device."""
+    cur = await conn.execute(
+        "INSERT INTO proximity_rules (id, subject_id, other_device_id, distance_m,"
+        " valid_from, created_by) VALUES (%s, %s, %s, %s, %s, %s)"
+        f" RETURNING {_PROXIMITY_COLUMNS}",
+        (uuid.uuid4(), subject_id, other_device_id, distance_m, valid_from, created_by),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return row
+
+
+async def list_proximity_rules(conn: Conn, subject_id: str) -> list[dict[str, Any]]:
+    """The subject's proximity rules, oldest first."""
+    cur = await conn.execute(
+        f"SELECT {_PROXIMITY_COLUMNS} FROM proximity_rules WHERE subject_id = %s"
+        " ORDER BY created_at",
+        (subject_id,),
+    )
+    return await cur.fetchall()

@@ -27,6 +27,7 @@ from monitor.api.deps import (
 from monitor.api.schemas import AlertResolve
 from monitor.store import alerts as alert_store
 from monitor.store import audit
+from monitor.store import pool as pool_store
 from monitor.store import subjects as subject_store
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
@@ -228,7 +229,7 @@ async def live(
             await conn.commit()
             if after is None:
                 async with conn.transaction():
-                    await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    await pool_store.read_one_snapshot(conn)
                     last = await alert_store.latest_event_id(conn)
                     caseload = await _visible_ids(conn, user)
                     rows = await alert_store.open_alerts(conn, caseload)

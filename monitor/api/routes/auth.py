@@ -87,10 +87,7 @@ async def token(
 async def logout(user: CurrentUser, runtime: RuntimeDep, request: Request) -> None:
     header = request.headers.get("authorization", "")
     async with runtime.pool.connection() as conn:
-        await conn.execute(
-            "DELETE FROM sessions WHERE token_hash = %s",
-            (user_store.token_hash(header.removeprefix("Bearer ").strip()),),
-        )
+        await user_store.end_session(conn, header.removeprefix("Bearer ").strip())
         await audit.record(conn, user.username, "logout", "session")
 
 

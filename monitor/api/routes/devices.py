@@ -51,7 +51,7 @@ async def enrol(body: DeviceCreate, user: CurrentUser, runtime: RuntimeDep) -> D
                 status.HTTP_409_CONFLICT,
                 f"device {body.device_id!r} (or its OwnTracks topic) is already enrolled",
             )
-        await conn.execute("SELECT pg_notify('devices', %s)", (body.device_id,))
+        await device_store.announce_change(conn, body.device_id)
         await audit.record(
             conn,
             user.username,

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from monitor.api.deps import RuntimeDep
+from monitor.store import pool as pool_store
 
 router = APIRouter(tags=["health"])
 
@@ -15,7 +16,7 @@ async def healthz(runtime: RuntimeDep) -> JSONResponse:
     database = False
     try:
         async with runtime.pool.connection(timeout=2) as conn:
-            await conn.execute("SELECT 1")
+            await pool_store.ping(conn)
         database = True
     except Exception:  # any failure to reach the database means "not healthy"
         database = False

@@ -3,7 +3,6 @@ victim's phone), judged whenever either side reports."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +15,7 @@ from monitor.service import RulesChanged
 from monitor.store import audit
 from monitor.store import devices as device_store
 from monitor.store import subjects as subject_store
+from monitor.store import zones as zone_store
 
 router = APIRouter(prefix="/api/v1/subjects/{subject_id}/proximity-rules", tags=["proximity"])
 
@@ -46,9 +46,6 @@ def _json(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-_COLUMNS = "id, subject_id, other_device_id, distance_m, valid_from, valid_until, created_by"
-
-
 @router.post("", status_code=status.HTTP_201_CREATED)
 async def create(
     subject_id: str, body: ProximityCreate, user: CurrentUser, runtime: RuntimeDep
@@ -62,13 +59,9 @@ async def create(
             raise HTTPException(422, f"device_id: no enrolled device {body.device_id!r}")
         if other["subject_id"] is not None and str(other["subject_id"]) == subject_id:
             raise HTTPException(422, "device_id: that is the subject's own device")
-        cur = await conn.execute(
-            "INSERT INTO proximity_rules (id, subject_id, other_device_id, distance_m,"
-            f" valid_from, created_by) VALUES (%s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
-            (uuid.uuid4(), subject_id, body.device_id, body.distance_m, valid_from, user.username),
+        row = await zone_store.create_proximity_rule(
+            conn, subject_id, body.device_id, body.distance_m, valid_from, user.username
         )
-        row = await cur.fetchone()
-        assert row is not None
         change = RulesChanged(subject_id, valid_from)
         await runtime.ingest.announce(conn, change)
         await audit.record(
@@ -93,9 +86,5 @@ async def list_rules(
         await subject_store.log_consultation(
             conn, user.username, reason, subject_id, "proximity rules"
         )
-        cur = await conn.execute(
-            f"SELECT {_COLUMNS} FROM proximity_rules WHERE subject_id = %s ORDER BY created_at",
-            (subject_id,),
-        )
-        rows = await cur.fetchall()
+        rows = await zone_store.list_proximity_rules(conn, subject_id)
     return {"items": [_json(r) for r in rows]}

@@ -86,7 +86,7 @@ async def create_subject(
                 subject_id=str(row["id"]),
                 after=subject_json(row),
             )
-            await conn.execute("SELECT pg_notify('subjects', %s)", (str(row["id"]),))
+            await subject_store.announce_change(conn, str(row["id"]))
     if row is None:
         raise HTTPException(status.HTTP_409_CONFLICT, f"external_id {body.external_id!r} exists")
     runtime.officers[str(row["id"])] = row["officer"]
@@ -120,7 +120,7 @@ async def update_subject(
                 before=subject_json(before),
                 after=subject_json(row),
             )
-            await conn.execute("SELECT pg_notify('subjects', %s)", (subject_id,))
+            await subject_store.announce_change(conn, subject_id)
             if "timezone" in changes:
                 # Schedules are read in the subject's time zone: every process rereads.
                 await runtime.ingest.announce(conn, RulesChanged(subject_id, datetime.now(UTC)))

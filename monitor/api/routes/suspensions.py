@@ -46,9 +46,6 @@ def _json(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-_COLUMNS = "id, subject_id, starts_at, ends_at, reason, set_by, set_at, cancelled_by, cancelled_at"
-
-
 @router.post("", status_code=status.HTTP_201_CREATED)
 async def create(
     subject_id: str, body: SuspensionCreate, user: CurrentUser, runtime: RuntimeDep
@@ -56,13 +53,9 @@ async def create(
     require_roles(user, "administrator", "operator", "officer")
     await visible_subject(runtime, user, subject_id)
     async with runtime.pool.connection() as conn:
-        cur = await conn.execute(
-            "INSERT INTO suspensions (subject_id, starts_at, ends_at, reason, set_by)"
-            f" VALUES (%s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
-            (subject_id, body.starts_at, body.ends_at, body.reason, user.username),
+        row = await subject_store.add_suspension(
+            conn, subject_id, body.starts_at, body.ends_at, body.reason, user.username
         )
-        row = await cur.fetchone()
-        assert row is not None
         await audit.record(
             conn,
             user.username,
@@ -82,11 +75,7 @@ async def list_suspensions(
     await visible_subject(runtime, user, subject_id)
     async with runtime.pool.connection() as conn:
         await subject_store.log_consultation(conn, user.username, reason, subject_id, "suspensions")
-        cur = await conn.execute(
-            f"SELECT {_COLUMNS} FROM suspensions WHERE subject_id = %s ORDER BY starts_at",
-            (subject_id,),
-        )
-        rows = await cur.fetchall()
+        rows = await subject_store.suspensions(conn, subject_id)
     return {"items": [_json(r) for r in rows]}
 
 
@@ -97,13 +86,7 @@ async def cancel(
     require_roles(user, "administrator", "operator", "officer")
     await visible_subject(runtime, user, subject_id)
     async with runtime.pool.connection() as conn:
-        cur = await conn.execute(
-            "UPDATE suspensions SET cancelled_by = %s, cancelled_at = clock_timestamp()"
-            " WHERE id = %s AND subject_id = %s AND cancelled_at IS NULL"
-            f" RETURNING {_COLUMNS}",
-            (user.username, suspension_id, subject_id),
-        )
-        row = await cur.fetchone()
+        row = await subject_store.cancel_suspension(conn, subject_id, suspension_id, user.username)
         if row is None:
             raise HTTPException(404, f"no active suspension {suspension_id}")
         await audit.record(

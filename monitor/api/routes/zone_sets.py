@@ -73,7 +73,7 @@ async def _store(
             name,
             after={"zones": len(rows), "repairs": [list(s.repairs) for s in specs]},
         )
-        await conn.execute("SELECT pg_notify('zone_sets', %s)", (name,))
+        await zone_store.announce_set_change(conn, name)
     runtime.ingest.rules_changed(RulesChanged(name, now, shared=True))
     return [zone_store.zone_json(r) for r in rows]
 
