@@ -52,6 +52,7 @@ import math
 import multiprocessing
 import multiprocessing.queues
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -69,6 +70,8 @@ import paho.mqtt.client as mqtt
 import psycopg
 import websockets
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -76,8 +79,9 @@ sys.path.insert(0, str(ROOT))
 from bench import stack  # noqa: E402
 from device_sim.expect import AlertExpectation, ExpectFile  # noqa: E402
 from geofences.geodesy import offset  # noqa: E402
+from protocol.signature import decode_key, sign  # noqa: E402
 from tests.client import Api  # noqa: E402
-from tests.servers import Monitor, Mosquitto, Postgres, wait_for  # noqa: E402
+from tests.servers import Monitor, Mosquitto, NatsCluster, Postgres, wait_for  # noqa: E402
 
 HOME = (71.4304, 51.1282)
 OUT_M = 900.0  # violating devices report this far east of home (the radius is 500 m)
@@ -251,8 +255,11 @@ class Fleet:
         fix_interval_s: float,
         violating_share: float,
         out_m: float,
+        signing_key: bytes | None = None,
     ) -> None:
         self.ids = ids
+        # Signed uploads, as production fleets send them (the clones share one key).
+        self.signing_key = signing_key
         self.per_upload = per_upload
         self.interval_ms = round(fix_interval_s * 1000)
         n = len(ids)
@@ -270,6 +277,12 @@ class Fleet:
         self.index = {d: i for i, d in enumerate(ids)}
         self.acked = [0] * n
         self.acked_total = 0
+        # Upload-to-ack: per device its uploads not acknowledged yet, (last seq, publish
+        # time); per acknowledged upload, when its ack came and how long after publishing.
+        self.unacked: list[list[tuple[int, float]] | None] = [None] * n
+        self.ack_at = array("d")
+        self.ack_lag = array("d")
+        self.ack_sent_at = array("d")
         self._lock = threading.Lock()
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id="bench-fleet", protocol=mqtt.MQTTv5
@@ -288,10 +301,40 @@ class Fleet:
         if i is None:
             return
         upto = int(json.loads(m.payload)["upto"])
+        now = time.monotonic()
         with self._lock:
             if upto > self.acked[i]:
                 self.acked_total += upto - self.acked[i]
                 self.acked[i] = upto
+            waiting = self.unacked[i]
+            while waiting and waiting[0][0] <= upto:
+                _seq, sent = waiting.pop(0)
+                self.ack_at.append(now)
+                self.ack_lag.append(now - sent)
+                self.ack_sent_at.append(sent)
+
+    def ack_latency(self, since: float, until: float) -> tuple[int, float, float]:
+        """Uploads published in [since, until): how many were acknowledged, and their
+        upload-to-ack p50 and p99 in seconds."""
+        with self._lock:
+            lags = sorted(
+                lag
+                for sent, lag in zip(self.ack_sent_at, self.ack_lag, strict=True)
+                if since <= sent < until
+            )
+        if not lags:
+            return 0, math.nan, math.nan
+        return len(lags), pct(lags, 50), pct(lags, 99)
+
+    def resumed_after(self, at: float) -> float:
+        """Seconds from `at` until the last upload published before it was acknowledged
+        (a takeover: until every device the dead process held was acknowledged again)."""
+        with self._lock:
+            acked = [a for a, sent in zip(self.ack_at, self.ack_sent_at, strict=True) if sent < at]
+            pending = any(w and w[0][1] < at for w in self.unacked)
+        if pending:
+            return math.nan
+        return max(acked, default=at) - at
 
     def _upload(self, i: int) -> None:
         device = self.ids[i]
@@ -330,7 +373,18 @@ class Fleet:
             }
             for k in range(n)
         ]
-        self.client.publish(f"em/v1/dev/{device}/up", json.dumps({"fixes": fixes}), qos=1)
+        payload = json.dumps({"fixes": fixes}).encode()
+        props = None
+        if self.signing_key is not None:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.UserProperty = ("sig", sign(self.signing_key, payload))
+        sent_at = time.monotonic()
+        with self._lock:
+            waiting = self.unacked[i]
+            if waiting is None:
+                waiting = self.unacked[i] = []
+            waiting.append((first + n - 1, sent_at))
+        self.client.publish(f"em/v1/dev/{device}/up", payload, qos=1, properties=props)
         if not self.sent[i]:
             self.first_t[i] = now_ms - (n - 1) * step
         self.last_t[i] = now_ms
@@ -773,7 +827,9 @@ def _table_counts(url: str) -> dict[str, int]:
         return out
 
 
-def enrol(pg: Postgres, api: Api, n: int, fix_s: float, upload_s: float) -> None:
+def enrol(
+    pg: Postgres, api: Api, n: int, fix_s: float, upload_s: float, signed: bool = False
+) -> bytes | None:
     """One template subject through the API exactly as an operator would (subject,
     yellow status with its home, unsigned bracelet), then SQL clones of it to `n` in
     all, into every table the API wrote (checked: the bench stops if the API writes a
@@ -784,7 +840,8 @@ def enrol(pg: Postgres, api: Api, n: int, fix_s: float, upload_s: float) -> None
         f"/api/v1/subjects/{sid}/status",
         {"status": "yellow", "home": list(HOME), "effective_at": ASSIGNED_AT},
     )
-    api.enrol("BP-000001", sid, signed=False, assigned_at=ASSIGNED_AT)
+    creds = api.enrol("BP-000001", sid, signed=signed, assigned_at=ASSIGNED_AT)
+    key = decode_key(creds["signing_key"]) if creds.get("signing_key") else None
     after = _table_counts(pg.url)
     wrote = sorted(t for t in after if after[t] != before.get(t, 0))
     if wrote != sorted(CLONED + NOT_CLONED):
@@ -793,7 +850,7 @@ def enrol(pg: Postgres, api: Api, n: int, fix_s: float, upload_s: float) -> None
             f" (and skips {list(NOT_CLONED)}): update enrol() in bench/pipeline.py"
         )
     if n < 2:
-        return
+        return key
     # Clone n: subject md5('bench-subject-n'), zone md5('bench-zone-n-{template zone}'),
     # device BP-{n:06d}, external id BENCH-{n:06d}; every other column as the template's
     # (the same home, status, times and MQTT password hash). The audit log is not cloned:
@@ -837,6 +894,7 @@ def enrol(pg: Postgres, api: Api, n: int, fix_s: float, upload_s: float) -> None
     for table in CLONED:
         if counts[table] != before.get(table, 0) + n:
             raise SystemExit(f"{table}: {counts[table]} rows after cloning, expected {n}")
+    return key
 
 
 def stored_once(url: str, fleet: Fleet) -> None:
@@ -1098,6 +1156,32 @@ def main() -> None:
         help="a second service process (MONITOR_INGEST=false) serves the websocket clients,"
         " so the fan-out to them runs beside the ingesting process, not in it",
     )
+    ap.add_argument(
+        "--signed",
+        action="store_true",
+        help="devices enrolled as signed: every upload carries its HMAC (as production)",
+    )
+    ap.add_argument(
+        "--cluster",
+        type=int,
+        default=0,
+        metavar="N",
+        help="cluster mode: N ingesting processes over a NATS JetStream cluster (0: one"
+        " process straight from the broker)",
+    )
+    ap.add_argument("--nats-nodes", type=int, default=3, help="NATS servers in cluster mode")
+    ap.add_argument(
+        "--kill-at",
+        type=float,
+        metavar="S",
+        help="cluster mode: SIGKILL the last process S seconds into the measured run",
+    )
+    ap.add_argument(
+        "--single-too",
+        action="store_true",
+        help="cluster mode: then the same measured run in single-process mode, on the same"
+        " servers and fleet, and the two as a ratio",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     work, pg, broker = stack.servers(
@@ -1118,42 +1202,62 @@ def main() -> None:
     try:
         if args.baseline:
             baseline(pg, broker, ids, args)
-        service = stack.service(
-            work,
-            pg,
-            broker,
-            {
-                "MONITOR_INSTANCE": "bench-svc",
-                **dict(kv.split("=", 1) for kv in args.service_env),
-            },
+        nats = NatsCluster(work / "nats", size=args.nats_nodes) if args.cluster else None
+        if nats is not None:
+            timed(f"nats       {args.nats_nodes} JetStream servers up", nats.start)
+
+        def make(i: int, clustered: bool) -> Monitor:
+            return stack.service(
+                work,
+                pg,
+                broker,
+                {
+                    "MONITOR_INSTANCE": f"bench-svc-{i + 1}" if clustered else "bench-svc",
+                    **({"MONITOR_NATS_URL": nats.url} if clustered and nats is not None else {}),
+                    **dict(kv.split("=", 1) for kv in args.service_env),
+                },
+                name=f"svc-{i + 1}" if clustered else "svc",
+            )
+
+        services = (
+            [make(i, True) for i in range(args.cluster)] if args.cluster else [make(0, False)]
         )
-        service.start()
+        service = services[0]
+        for each in services:
+            each.start()
         extra: list[Monitor] = []
         try:
             api = Api.login(service.base_url, "admin", stack.ADMIN_PASSWORD)
+            keys: list[bytes | None] = []
             timed(
-                f"enrolment  {args.devices:,} subjects",
-                lambda: enrol(
-                    pg,
-                    api,
-                    args.devices,
-                    args.fix_interval,
-                    args.devices * args.per_upload / args.rate,
+                f"enrolment  {args.devices:,} subjects{', signed' if args.signed else ''}",
+                lambda: keys.append(
+                    enrol(
+                        pg,
+                        api,
+                        args.devices,
+                        args.fix_interval,
+                        args.devices * args.per_upload / args.rate,
+                        signed=args.signed,
+                    )
                 ),
             )
+            key = keys[0]
 
             def restart() -> None:
-                service.stop()
-                service.start(wait_healthy=False)
-                wait_for(service.healthy, 600, "the service after its restart", 0.2)
+                for each in services:
+                    each.stop()
+                for each in services:
+                    each.start(wait_healthy=False)
+                for each in services:
+                    wait_for(each.healthy, 600, "the service after its restart", 0.2)
 
             timed("restart    service healthy again", restart)
             assert service.proc is not None
             pid = service.proc.pid
             api = Api.login(service.base_url, "admin", stack.ADMIN_PASSWORD)
-            interval_ms = round(args.fix_interval * 1000)
             fleet = Fleet(
-                broker.port, ids, args.per_upload, args.fix_interval, args.violating, OUT_M
+                broker.port, ids, args.per_upload, args.fix_interval, args.violating, OUT_M, key
             )
             if args.warmup:
                 warm_up(fleet, args, pid, service.base_url)
@@ -1173,106 +1277,34 @@ def main() -> None:
                 timed("api        second process (MONITOR_INGEST=false) healthy", serving.start)
                 extra.append(serving)
                 api = Api.login(serving.base_url, "admin", stack.ADMIN_PASSWORD)
-            operators = Operators(
-                serving.base_url, api.token, args.clients, args.per_upload, interval_ms
-            )
-            operators.wait_ready(120)
-            print(f"operators  {args.clients} websocket clients connected", flush=True)
-            s0, a0 = cpu()
-            rows0 = _rows(pg.url)
-            spy = start_profile(args, pid)
-            report = Reporter("service ", pid, fleet.published, fleet.acked_total, service.base_url)
-            start = time.monotonic()
-            made = fleet.run(args.seconds, args.rate, report)
-            if spy is not None:
-                spy.wait(60)
-            done = fleet.wait_acked(600, report)
-            rows1 = _rows(pg.url)
-            s1, a1 = cpu()
-            time.sleep(2)  # let the last alert events reach the clients
-            results = operators.finish()
-            fleet.close()
-            print(
-                f"service    {made:>8} fixes acknowledged in {done - start:6.1f} s"
-                f" = {made / (done - start):8,.0f} fixes/s (offered {args.rate}/s,"
-                f" {args.violating:.0%} of devices violating); {report.summary()}"
-            )
-            if (loop := report.loop_summary()) is not None:
-                print(f"service    event loop: {loop}")
-            if fleet.squeezed:
-                print(
-                    f"           {fleet.squeezed:,} uploads came sooner than"
-                    f" {args.per_upload} × {args.fix_interval:g} s: their fixes were stamped"
-                    " closer together (upload-based latency is approximate for them)"
-                )
-            print(f"database   {(rows1 - rows0) / (done - start):8,.0f} fix rows/s")
-            kinds = ", ".join(f"{k} ×{n:,}" for k, n in sorted(results["kinds"].items()))
-            closes = ", ".join(f"{k} ×{n}" for k, n in sorted(results["closes"].items()))
-            print(
-                f"operators  {args.clients} websocket clients, {results['events']:,} alert events"
-                f" received ({kinds or 'none'}); disconnections: {closes or 'none'}"
-            )
-            print(_latency_line("fix-to-operator (last_fix.t), all", results["fix"]))
-            print(_latency_line("  events opening an alert", results["fix_open"]))
-            print(_latency_line("  later events with a new fix", results["fix_update"]))
-            print(
-                f"  {results['repeats']:,} events carried no new fix (escalations,"
-                " acknowledgements): not counted in the latencies"
-            )
-            print(_latency_line("upload-to-operator (publish time)", results["upload"]))
-            print(_latency_line("received_at-to-operator", results["received"]))
-            late = {w: f for w, f in results["windows"].items() if f["p99"] > 1.0}
-            print(
-                f"  30-s windows (from the first event) with fix-to-operator p99 over 1 s:"
-                f" {len(late)} of {len(results['windows'])}"
-            )
-            for w, f in late.items():
-                print(_latency_line(f"    {w:>4}–{w + 30:<4} s", f))
-                slow = [(at, lag) for at, lag in results["slow"] if w <= at < w + 30]
-                if slow:
-                    print(
-                        f"{'':38}{len(slow):,} events over 1 s, received"
-                        f" {min(at for at, _ in slow):.1f}–{max(at for at, _ in slow):.1f} s,"
-                        " their fixes taken from"
-                        f" {min(at - lag for at, lag in slow):.1f} s"
-                    )
-            if results["first_ms"]:
-                ends = max(results["windows"], default=0) + 30
-                during = [
-                    f"{at:,.0f} s ({why}, {took})"
-                    for at, why, took in checkpoints(pg.log_path, results["first_ms"])
-                    if -30 <= at <= ends
-                ]
-                print(
-                    "  PostgreSQL checkpoints begun (s from the first event):"
-                    f" {', '.join(during) or 'none'}"
-                )
-                long = [
-                    f"{at:,.0f} s ({what} {table}, {took:.1f} s)"
-                    for at, took, what, table in autovacuums(pg.log_path, results["first_ms"])
-                    if -30 <= at <= ends and took >= 0.5
-                ]
-                print(
-                    "  PostgreSQL autovacuums of 0.5 s or more begun (s from the first event):"
-                    f" {', '.join(long) or 'none'}"
-                )
-            busy = results["client_cpu"]
-            if busy:
-                print(
-                    "  the clients' own process, CPU per 30-s window: median"
-                    f" {statistics.median(busy.values()):.0%}, max {max(busy.values()):.0%}"
-                    f" ({max(busy, key=busy.__getitem__)} s)"
-                )
-            print(f"memory     service RSS {rss_mb(pid):.0f} MiB")
-            if serving is not service and serving.proc is not None:
-                print(f"memory     api process RSS {rss_mb(serving.proc.pid):.0f} MiB")
-            print(f"machine    CPU steal {100 * (s1 - s0) / max(1, a1 - a0):.1f} %", flush=True)
+            label = f"cluster of {args.cluster}" if args.cluster else "single process"
+            outcome = measured(args, label, services, serving, api, fleet, pg)
             if args.check:
                 run_check(args, service, fleet, pg, work)
+            if args.cluster and args.single_too:
+                for each in services:
+                    each.stop()
+                single = make(0, False)
+                services.append(single)
+                timed("single     one process straight from the broker, healthy", single.start)
+                api = Api.login(single.base_url, "admin", stack.ADMIN_PASSWORD)
+                alone = measured(args, "single process", [single], single, api, fleet, pg)
+                print(
+                    f"ratio      cluster / single: {outcome['rate'] / alone['rate']:.2f} of the"
+                    f" fixes/s; fix-to-operator p99 {outcome['p99'] * 1000:,.0f} ms against"
+                    f" {alone['p99'] * 1000:,.0f} ms; upload-to-ack p99"
+                    f" {outcome['ack_p99'] * 1000:,.0f} ms against"
+                    f" {alone['ack_p99'] * 1000:,.0f} ms"
+                )
         finally:
+            with contextlib.suppress(NameError):
+                fleet.close()
             for other in extra:
                 other.stop()
-            service.stop()
+            for each in services:
+                each.stop()
+            if nats is not None:
+                nats.stop()
     finally:
         broker.stop()
         pg.stop()
@@ -1280,6 +1312,160 @@ def main() -> None:
             subprocess.run(["rm", "-rf", str(work)], check=False)
         else:
             print(f"kept       {work}")
+
+
+def measured(
+    args: argparse.Namespace,
+    label: str,
+    services: list[Monitor],
+    serving: Monitor,
+    api: Api,
+    fleet: Fleet,
+    pg: Postgres,
+) -> dict[str, float]:
+    """One measured run against `services` (the first one reported on): the figures
+    printed, and the main ones returned for a comparison between modes."""
+    service = services[0]
+    assert service.proc is not None
+    pid = service.proc.pid
+    interval_ms = round(args.fix_interval * 1000)
+    operators = Operators(serving.base_url, api.token, args.clients, args.per_upload, interval_ms)
+    operators.wait_ready(120)
+    print(f"operators  {args.clients} websocket clients connected", flush=True)
+    s0, a0 = cpu()
+    rows0 = _rows(pg.url)
+    spy = start_profile(args, pid)
+    report = Reporter("service ", pid, fleet.published, fleet.acked_total, service.base_url)
+    start = time.monotonic()
+    killed: list[float] = []
+    if args.kill_at is not None and len(services) > 1:
+        victim = services[-1]
+
+        def kill() -> None:
+            assert victim.proc is not None
+            os.killpg(victim.proc.pid, signal.SIGKILL)  # the process and its broker relay
+            killed.append(time.monotonic())
+            print(
+                f"  SIGKILL    {victim.env['MONITOR_INSTANCE']} at t={args.kill_at:g} s", flush=True
+            )
+
+        threading.Timer(args.kill_at, kill).start()
+    made = fleet.run(args.seconds, args.rate, report)
+    if spy is not None:
+        spy.wait(60)
+    done = fleet.wait_acked(600, report)
+    rows1 = _rows(pg.url)
+    s1, a1 = cpu()
+    time.sleep(2)  # let the last alert events reach the clients
+    results = operators.finish()
+    print(
+        f"service    {made:>8} fixes acknowledged in {done - start:6.1f} s"
+        f" = {made / (done - start):8,.0f} fixes/s (offered {args.rate}/s,"
+        f" {args.violating:.0%} of devices violating); {report.summary()}"
+    )
+    if (loop := report.loop_summary()) is not None:
+        print(f"service    event loop: {loop}")
+    if fleet.squeezed:
+        print(
+            f"           {fleet.squeezed:,} uploads came sooner than"
+            f" {args.per_upload} × {args.fix_interval:g} s: their fixes were stamped"
+            " closer together (upload-based latency is approximate for them)"
+        )
+    print(f"database   {(rows1 - rows0) / (done - start):8,.0f} fix rows/s")
+    kinds = ", ".join(f"{k} ×{n:,}" for k, n in sorted(results["kinds"].items()))
+    closes = ", ".join(f"{k} ×{n}" for k, n in sorted(results["closes"].items()))
+    print(
+        f"operators  {args.clients} websocket clients, {results['events']:,} alert events"
+        f" received ({kinds or 'none'}); disconnections: {closes or 'none'}"
+    )
+    print(_latency_line("fix-to-operator (last_fix.t), all", results["fix"]))
+    print(_latency_line("  events opening an alert", results["fix_open"]))
+    print(_latency_line("  later events with a new fix", results["fix_update"]))
+    print(
+        f"  {results['repeats']:,} events carried no new fix (escalations,"
+        " acknowledgements): not counted in the latencies"
+    )
+    print(_latency_line("upload-to-operator (publish time)", results["upload"]))
+    print(_latency_line("received_at-to-operator", results["received"]))
+    late = {w: f for w, f in results["windows"].items() if f["p99"] > 1.0}
+    print(
+        f"  30-s windows (from the first event) with fix-to-operator p99 over 1 s:"
+        f" {len(late)} of {len(results['windows'])}"
+    )
+    for w, f in late.items():
+        print(_latency_line(f"    {w:>4}–{w + 30:<4} s", f))
+        slow = [(at, lag) for at, lag in results["slow"] if w <= at < w + 30]
+        if slow:
+            print(
+                f"{'':38}{len(slow):,} events over 1 s, received"
+                f" {min(at for at, _ in slow):.1f}–{max(at for at, _ in slow):.1f} s,"
+                " their fixes taken from"
+                f" {min(at - lag for at, lag in slow):.1f} s"
+            )
+    if results["first_ms"]:
+        ends = max(results["windows"], default=0) + 30
+        during = [
+            f"{at:,.0f} s ({why}, {took})"
+            for at, why, took in checkpoints(pg.log_path, results["first_ms"])
+            if -30 <= at <= ends
+        ]
+        print(
+            "  PostgreSQL checkpoints begun (s from the first event):"
+            f" {', '.join(during) or 'none'}"
+        )
+        long = [
+            f"{at:,.0f} s ({what} {table}, {took:.1f} s)"
+            for at, took, what, table in autovacuums(pg.log_path, results["first_ms"])
+            if -30 <= at <= ends and took >= 0.5
+        ]
+        print(
+            "  PostgreSQL autovacuums of 0.5 s or more begun (s from the first event):"
+            f" {', '.join(long) or 'none'}"
+        )
+    busy = results["client_cpu"]
+    if busy:
+        print(
+            "  the clients' own process, CPU per 30-s window: median"
+            f" {statistics.median(busy.values()):.0%}, max {max(busy.values()):.0%}"
+            f" ({max(busy, key=busy.__getitem__)} s)"
+        )
+    print(f"memory     service RSS {rss_mb(pid):.0f} MiB")
+    if serving is not service and serving.proc is not None:
+        print(f"memory     api process RSS {rss_mb(serving.proc.pid):.0f} MiB")
+    print(f"machine    CPU steal {100 * (s1 - s0) / max(1, a1 - a0):.1f} %", flush=True)
+    n_up, up50, up99 = fleet.ack_latency(start, start + args.seconds)
+    print(
+        f"acks       upload-to-ack over {n_up:,} uploads: p50 {up50 * 1000:,.0f} ms,"
+        f" p99 {up99 * 1000:,.0f} ms"
+    )
+    n_first, _f50, first99 = fleet.ack_latency(start, start + 60)
+    print(f"acks       the first minute: p99 {first99 * 1000:,.0f} ms over {n_first:,} uploads")
+    outcome = {
+        "rate": made / (done - start),
+        "p99": results["fix"].get("p99", math.nan),
+        "ack_p99": up99,
+    }
+    if killed:
+        took = fleet.resumed_after(killed[0])
+        n_after, _a50, after99 = fleet.ack_latency(killed[0], killed[0] + 60)
+        print(
+            f"takeover   every upload published before the SIGKILL acknowledged {took:.1f} s"
+            f" after it; upload-to-ack in the minute after it: p99 {after99 * 1000:,.0f} ms"
+            f" over {n_after:,} uploads"
+        )
+        outcome["takeover_s"] = took
+        outcome["after_kill_p99"] = after99
+    for other in services[1:]:
+        if other.proc is not None and other.proc.poll() is None:
+            print(
+                f"memory     {other.env['MONITOR_INSTANCE']} RSS {rss_mb(other.proc.pid):.0f} MiB"
+            )
+    print(
+        f"mode       {label}: {outcome['rate']:,.0f} fixes/s, fix-to-operator p99"
+        f" {outcome['p99'] * 1000:,.0f} ms, upload-to-ack p99 {up99 * 1000:,.0f} ms",
+        flush=True,
+    )
+    return outcome
 
 
 def warm_up(fleet: Fleet, args: argparse.Namespace, pid: int, base_url: str) -> None:
@@ -1296,6 +1482,13 @@ def warm_up(fleet: Fleet, args: argparse.Namespace, pid: int, base_url: str) -> 
     print(
         f"warm-up    {made:>8} fixes acknowledged in {done - started:6.1f} s"
         f" = {made / (done - started):8,.0f} fixes/s, every device at home; {report.summary()}",
+        flush=True,
+    )
+    # Right after the restart every subject is met for the first time: its warm-up reads.
+    n, p50, p99 = fleet.ack_latency(started, started + 60)
+    print(
+        f"warm-up    the first minute after the restart: upload-to-ack p50 {p50 * 1000:,.0f} ms,"
+        f" p99 {p99 * 1000:,.0f} ms over {n:,} uploads",
         flush=True,
     )
 

@@ -235,22 +235,34 @@ class Stream:
         deleted first (they belong to earlier claims)."""
         name = f"p{partition}-e{epoch}"
         filter_subject = subject(partition)
-        for info in await self.js.consumers_info(STREAM):
-            if info.config.filter_subject == filter_subject and info.name != name:
-                with contextlib.suppress(NotFoundError):
-                    await self.js.delete_consumer(STREAM, info.name)
-        with contextlib.suppress(BadRequestError):  # exists already: our own, made before
-            await self.js.add_consumer(
-                STREAM,
-                ConsumerConfig(
-                    durable_name=name,
-                    filter_subject=filter_subject,
-                    deliver_policy=DeliverPolicy.ALL,
-                    ack_policy=AckPolicy.EXPLICIT,
-                    ack_wait=_ACK_WAIT_S,
-                    max_ack_pending=_MAX_ACK_PENDING,
-                ),
-            )
+        config = ConsumerConfig(
+            durable_name=name,
+            filter_subject=filter_subject,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=_ACK_WAIT_S,
+            max_ack_pending=_MAX_ACK_PENDING,
+            # One replica: an R3 consumer took 470 ms to create (its own Raft group), and
+            # a takeover creates one per partition; an R1 one, 1 ms. Its state is only
+            # which messages are out: the messages are in the R3 stream until
+            # acknowledged, so a consumer lost with its server is made again and starts
+            # from every message not yet acknowledged.
+            num_replicas=1,
+        )
+        # The previous claim's consumer, by its name; any older one found on conflict.
+        with contextlib.suppress(NotFoundError):
+            await self.js.delete_consumer(STREAM, f"p{partition}-e{epoch - 1}")
+        try:
+            await self.js.add_consumer(STREAM, config)
+        except BadRequestError:
+            # Another consumer filters this partition (a claim before the previous one
+            # never got to delete its predecessor), or ours exists from a first attempt.
+            for info in await self.js.consumers_info(STREAM):
+                if info.config.filter_subject == filter_subject and info.name != name:
+                    with contextlib.suppress(NotFoundError):
+                        await self.js.delete_consumer(STREAM, info.name)
+            with contextlib.suppress(BadRequestError):
+                await self.js.add_consumer(STREAM, config)
         return await self.js.pull_subscribe_bind(durable=name, stream=STREAM)
 
     async def remove_consumer(self, partition: int, epoch: int) -> None:
@@ -338,30 +350,42 @@ class Consumer:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
 
-    async def _run(self) -> None:
+    async def _reopen(self) -> JetStreamContext.PullSubscription:
         delay = 0.2
         while True:
             try:
-                sub = await self._stream.open_consumer(self.partition, self.epoch)
-                break
+                return await self._stream.open_consumer(self.partition, self.epoch)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("partition %d: opening its consumer failed (%s)", self.partition, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+    async def _run(self) -> None:
+        sub = await self._reopen()
         self.opened.set()
         log.info("partition %d: consuming (epoch %d)", self.partition, self.epoch)
+        failures = 0
         while True:
             try:
                 batch = await sub.fetch(_FETCH_BATCH, timeout=_FETCH_WAIT_S)
+                failures = 0
             except NatsTimeout:
                 continue
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                failures += 1
                 log.warning("partition %d: fetch failed (%s)", self.partition, exc)
                 await asyncio.sleep(0.5)
+                if failures >= 3:
+                    # The consumer is gone (its server died): made again, it delivers
+                    # every message of the partition not yet acknowledged.
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+                    sub = await self._reopen()
+                    failures = 0
                 continue
             for m in batch:
                 try:
