@@ -13,6 +13,13 @@ claim connections open on the database), and moves towards its fair share: it cl
 free partitions while it holds fewer, and gives up the highest-numbered ones while it
 holds more. A claim bumps the partition's epoch, forgets whatever this process knew of
 its devices (the store is the truth), and opens the partition's consumer for that epoch.
+
+The broker's subscription is claimed the same way, by one process at a time: the bridge.
+Its MQTT client id is the cluster's (`cluster.bridge_client_id`), not the process's, and
+its session is persistent, so when the bridging process dies the next one to claim the
+bridge resumes the very same broker session, and the broker delivers again whatever the
+dead one had not acknowledged. (With every process subscribed, each message was
+forwarded by every process: at 10,000 fixes/s on two cores that doubled the work.)
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from psycopg.rows import DictRow, dict_row
 from monitor.ingest import stream as nats_stream
 from monitor.ingest.partition import fair_share
 from monitor.ingest.stream import Consumer, Stream
-from monitor.ingest.subscriber import Message
+from monitor.ingest.subscriber import Message, Subscriber
 from monitor.service import Ingest
 from monitor.store import claims
 
@@ -52,6 +59,8 @@ class Coordinator:
         stream: Stream,
         ingest: Ingest,
         claim_timeout_s: float,
+        bridge: Subscriber | None = None,
+        broker_key: int = 0,
     ) -> None:
         self.partitions = stream.partitions
         self._url = database_url
@@ -63,6 +72,11 @@ class Coordinator:
         self._claimed_at: dict[int, datetime] = {}
         self._consumers: dict[int, Consumer] = {}
         self._lost: set[int] = set()
+        self._stopping: set[asyncio.Task[None]] = set()
+        # The broker's subscription, run while this process holds its claim.
+        self._bridge = bridge
+        self._broker_key = broker_key
+        self.bridging = False
         # Set once this process has taken its first share (read by /healthz).
         self.ready = asyncio.Event()
         self.members: list[str] = []
@@ -127,6 +141,14 @@ class Coordinator:
         for p in gone:
             await self._drop(conn, p, "no longer held")
         self._lost.clear()
+        if (
+            self._bridge is not None
+            and not self.bridging
+            and await claims.try_claim_bridge(conn, self._broker_key)
+        ):
+            self.bridging = True
+            await self._bridge.start()
+            log.info("bridging the broker into the stream")
         self.members = await claims.members(conn)
         share = fair_share(self.partitions, self.members, self._instance)
         mine = sorted(self._epochs)
@@ -155,7 +177,9 @@ class Coordinator:
         self._ingest.forget({partition})
         self._epochs[partition] = epoch
         self._claimed_at[partition] = datetime.now(UTC)
-        consumer = Consumer(self._stream, partition, epoch, self._ingest.submit)
+        consumer = Consumer(
+            self._stream, partition, epoch, self._ingest.submit, self._ingest.wait_for_room
+        )
         self._consumers[partition] = consumer
         consumer.start()
         log.info("claimed partition %d (epoch %d)", partition, epoch)
@@ -165,7 +189,11 @@ class Coordinator:
         self._claimed_at.pop(partition, None)
         consumer = self._consumers.pop(partition, None)
         if consumer is not None:
-            await consumer.stop()
+            # Stopped beside the heartbeat, never in its way: a beat held up past the
+            # claim timeout would lose every claim of this process.
+            task = asyncio.create_task(consumer.stop())
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
         self._ingest.forget({partition})
         if conn is not None:
             with contextlib.suppress(psycopg.Error):
@@ -173,5 +201,9 @@ class Coordinator:
         log.info("gave up partition %d: %s", partition, why)
 
     async def _drop_all(self, why: str) -> None:
+        if self._bridge is not None and self.bridging:
+            self.bridging = False
+            await self._bridge.stop()
+            log.info("stopped bridging the broker: %s", why)
         for p in sorted(set(self._epochs) | set(self._consumers)):
             await self._drop(None, p, why)

@@ -64,6 +64,9 @@ class ClusterSettings(BaseModel):
     partitions: int = Field(default=16, ge=1, le=1024)
     # A process silent this long (paused, cut off from the database) loses its claims.
     claim_timeout_s: float = Field(default=5.0, ge=1.0, le=60.0)
+    # The MQTT client id of the cluster's bridge on each broker: whichever process holds
+    # the bridge resumes this one persistent session.
+    bridge_client_id: str = "monitor-bridge"
 
 
 class Settings(BaseSettings):

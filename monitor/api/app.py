@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import zlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -104,8 +105,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             nats_stream.settle_later(messages, ok=True)
         subscriber_box[0].ack([m for m in messages if m.handle is None])
 
+    bridge_box: list[Subscriber] = []
+
     def broker_ack(messages: list[Message]) -> None:
-        subscriber_box[0].ack(messages)
+        # Cluster mode: the broker's messages came on the bridge's own connection.
+        bridge_box[0].ack(messages)
 
     ingest = Ingest(settings, pool, publish, puback)
     await ingest.load()
@@ -116,19 +120,34 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     if clustered and settings.ingest:
         stream = Stream(settings.nats_servers, settings.instance, settings.cluster.partitions)
         bridge = Bridge(stream, broker_ack)
+        bridge_box.append(
+            Subscriber(
+                settings.mqtt,
+                settings.cluster.bridge_client_id,
+                bridge.submit,
+                subscriptions=SUBSCRIPTIONS,
+                ca_file=settings.mqtt_ca_file,
+                log_level=settings.log_level,
+            )
+        )
+        endpoint = settings.mqtt
         coordinator = Coordinator(
             settings.database_url,
             settings.instance,
             stream,
             ingest,
             settings.cluster.claim_timeout_s,
+            bridge=bridge_box[0],
+            broker_key=zlib.crc32(f"{endpoint.host}:{endpoint.port}".encode()) & 0x7FFFFFFF,
         )
         ingest.cluster = coordinator
+    # This process's own connection: it publishes acks and commands, and, without
+    # cluster mode, takes the devices' messages (in cluster mode the bridge does).
     subscriber = Subscriber(
         settings.mqtt,
         settings.instance,
-        bridge.submit if bridge is not None else ingest.submit,
-        subscriptions=SUBSCRIPTIONS if settings.ingest else (),
+        ingest.submit,
+        subscriptions=SUBSCRIPTIONS if settings.ingest and bridge is None else (),
         ca_file=settings.mqtt_ca_file,
         log_level=settings.log_level,
     )
@@ -214,6 +233,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await subscriber.stop()
+        for each in bridge_box:
+            await each.stop()
         for task in tasks:
             task.cancel()
         for task in tasks:

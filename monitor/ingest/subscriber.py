@@ -99,6 +99,9 @@ class Subscriber:
         self.subscribed = threading.Event()
 
     async def start(self) -> None:
+        """Start the relay (again, after a `stop`: cluster mode's bridge does so when it
+        takes over the broker's subscription)."""
+        self._stopping = False
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._task = asyncio.create_task(self._keep_running(), name="mqtt-relay")

@@ -36,6 +36,7 @@ __all__ = [
     "judge",
     "judge_all",
     "quiet_until",
+    "reporting_allowance",
 ]
 
 
@@ -187,3 +188,15 @@ def judge_all(
         )
         changes += found
     return out, changes
+
+
+def reporting_allowance(
+    kind: str, upload_interval_s: float, fix_interval_s: float
+) -> tuple[float, float]:
+    """The upload and fix intervals liveness holds a device of `kind` to. Phones running
+    OwnTracks report on movement, not on a clock: four hours of silence (as Smart Astana
+    used) before it counts as lost, and a fix within a quarter of that."""
+    if kind == "owntracks":
+        upload_s = 4 * 3600.0
+        return upload_s, max(fix_interval_s, upload_s / 4)
+    return upload_interval_s, fix_interval_s

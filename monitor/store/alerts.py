@@ -25,7 +25,10 @@ __all__ = [
     "Amendment",
     "NewAlert",
     "alert_json",
+    "alert_of_episode",
     "amend_many",
+    "episode_or_open_alert",
+    "episodes_alerted",
     "escalate_due",
     "events_after",
     "get",
@@ -35,7 +38,9 @@ __all__ = [
     "latest_event_id",
     "list_page",
     "open_alerts",
+    "open_condition_alerts",
     "open_conditions",
+    "open_integrity",
     "open_proximity",
     "record_change",
 ]
@@ -416,3 +421,84 @@ async def open_proximity(conn: Conn, subject_ids: list[str]) -> list[dict[str, A
         prepare=False,
     )
     return await cur.fetchall()
+
+
+async def alert_of_episode(conn: Conn, subject_id: str, rule_key: str, episode: str) -> str | None:
+    """The alert of one violation episode, by its key."""
+    cur = await conn.execute(
+        "SELECT id FROM alerts WHERE subject_id = %s AND rule_key = %s"
+        " AND detail->>'episode' = %s LIMIT 1",
+        (subject_id, rule_key, episode),
+    )
+    row = await cur.fetchone()
+    return str(row["id"]) if row else None
+
+
+async def episode_or_open_alert(
+    conn: Conn, subject_id: str, rule_key: str, episode: str, superseded: str
+) -> str | None:
+    """The alert of an episode by its key or the key it superseded (late fixes moved
+    its start), or else the subject's open alert for the rule (a window that began
+    inside it)."""
+    cur = await conn.execute(
+        "SELECT id FROM alerts WHERE subject_id = %s AND rule_key = %s"
+        " AND (detail->>'episode' IN (%s, %s)"
+        "      OR (cleared_at IS NULL AND state <> 'resolved'))"
+        " ORDER BY (detail->>'episode' IN (%s, %s)) DESC, alert_no DESC LIMIT 1",
+        (subject_id, rule_key, episode, superseded, episode, superseded),
+    )
+    row = await cur.fetchone()
+    return str(row["id"]) if row else None
+
+
+async def episodes_alerted(conn: Conn, episodes: list[tuple[str, str, str]]) -> dict[str, str]:
+    """Of (subject, rule key, episode key) triples, the episodes with an alert: episode
+    key -> alert id, in one statement."""
+    if not episodes:
+        return {}
+    cur = await conn.execute(
+        "SELECT DISTINCT ON (a.detail->>'episode') a.detail->>'episode' AS episode, a.id"
+        " FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS o(subject_id, rule_key, ep)"
+        " JOIN alerts a ON a.subject_id = o.subject_id AND a.rule_key = o.rule_key"
+        "  AND a.detail->>'episode' = o.ep"
+        " ORDER BY a.detail->>'episode', a.alert_no",
+        ([e[0] for e in episodes], [e[1] for e in episodes], [e[2] for e in episodes]),
+    )
+    return {row["episode"]: str(row["id"]) for row in await cur.fetchall()}
+
+
+async def open_condition_alerts(
+    conn: Conn, items: list[tuple[str, str, str | None]]
+) -> dict[int, str]:
+    """For each (kind, device, subject), by its index: its open, uncleared alert of that
+    kind (the latest), in one statement for many devices."""
+    if not items:
+        return {}
+    cur = await conn.execute(
+        "SELECT DISTINCT ON (c.i) c.i, a.id"
+        " FROM unnest(%s::int[], %s::text[], %s::text[], %s::uuid[])"
+        "  AS c(i, kind, device_id, subject_id)"
+        " JOIN alerts a ON a.kind = c.kind AND a.device_id = c.device_id"
+        "  AND a.subject_id IS NOT DISTINCT FROM c.subject_id"
+        "  AND a.state <> 'resolved' AND a.cleared_at IS NULL"
+        " ORDER BY c.i, a.alert_no DESC",
+        (
+            list(range(len(items))),
+            [k for k, _d, _s in items],
+            [d for _k, d, _s in items],
+            [s for _k, _d, s in items],
+        ),
+    )
+    return {int(row["i"]): str(row["id"]) for row in await cur.fetchall()}
+
+
+async def open_integrity(conn: Conn, device_id: str) -> tuple[str, int] | None:
+    """The device's open integrity alert and how many refusals it counts."""
+    cur = await conn.execute(
+        "SELECT id, coalesce((detail->>'count')::int, 1) AS n FROM alerts"
+        " WHERE kind = 'integrity' AND device_id = %s AND state <> 'resolved'"
+        " ORDER BY alert_no DESC LIMIT 1",
+        (device_id,),
+    )
+    row = await cur.fetchone()
+    return (str(row["id"]), int(row["n"])) if row else None

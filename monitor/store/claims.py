@@ -17,6 +17,7 @@ from psycopg.rows import DictRow
 
 __all__ = [
     "APPLICATION_PREFIX",
+    "BRIDGE_CLASS",
     "CLAIM_CLASS",
     "Fenced",
     "bump_epoch",
@@ -27,12 +28,14 @@ __all__ = [
     "members",
     "release",
     "try_claim",
+    "try_claim_bridge",
     "view",
 ]
 
 Conn = AsyncConnection[DictRow]
 
 CLAIM_CLASS = 0x6D6F6E70  # "monp"; the two-key form, apart from the migrations' lock
+BRIDGE_CLASS = 0x6D6F6E62  # "monb": the bridge of one broker
 # The claim connection's application_name: how the processes see each other.
 APPLICATION_PREFIX = "monitor-cluster:"
 
@@ -65,6 +68,15 @@ async def ensure_partitions(conn: Conn, partitions: int) -> None:
 async def try_claim(conn: Conn, partition: int) -> bool:
     cur = await conn.execute(
         "SELECT pg_try_advisory_lock(%s::int, %s::int) AS ok", (CLAIM_CLASS, partition)
+    )
+    row = await cur.fetchone()
+    return bool(row and row["ok"])
+
+
+async def try_claim_bridge(conn: Conn, broker: int) -> bool:
+    """The bridge of one broker (its key: a hash of its address), held like a partition."""
+    cur = await conn.execute(
+        "SELECT pg_try_advisory_lock(%s::int, %s::int) AS ok", (BRIDGE_CLASS, broker)
     )
     row = await cur.fetchone()
     return bool(row and row["ok"])
@@ -132,18 +144,31 @@ async def view(conn: Conn) -> list[dict[str, Any]]:
     cur = await conn.execute(
         "SELECT substr(a.application_name, %s) AS instance, min(a.backend_start) AS since,"
         "  coalesce(array_agg(l.objid::int ORDER BY l.objid)"
-        "   FILTER (WHERE l.objid IS NOT NULL), '{}') AS partitions"
+        "   FILTER (WHERE l.classid = %s::oid), '{}') AS partitions,"
+        "  bool_or(l.classid = %s::oid) AS bridge"
         " FROM pg_stat_activity a"
         " LEFT JOIN pg_locks l ON l.pid = a.pid AND l.locktype = 'advisory'"
-        "  AND l.classid = %s::oid AND l.objsubid = 2 AND l.granted"
+        "  AND l.classid IN (%s::oid, %s::oid) AND l.objsubid = 2 AND l.granted"
         " WHERE a.datname = current_database() AND a.application_name LIKE %s"
         " GROUP BY 1 ORDER BY 1",
-        (len(APPLICATION_PREFIX) + 1, CLAIM_CLASS, APPLICATION_PREFIX + "%"),
+        (
+            len(APPLICATION_PREFIX) + 1,
+            CLAIM_CLASS,
+            BRIDGE_CLASS,
+            CLAIM_CLASS,
+            BRIDGE_CLASS,
+            APPLICATION_PREFIX + "%",
+        ),
     )
     rows: list[dict[str, Any]] = []
     for r in await cur.fetchall():
         since: datetime = r["since"]
         rows.append(
-            {"instance": r["instance"], "partitions": list(r["partitions"]), "since": since}
+            {
+                "instance": r["instance"],
+                "partitions": list(r["partitions"]),
+                "since": since,
+                "bridge": bool(r["bridge"]),
+            }
         )
     return rows

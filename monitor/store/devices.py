@@ -15,6 +15,7 @@ __all__ = [
     "create",
     "get",
     "last_state",
+    "set_intervals",
 ]
 
 Conn = AsyncConnection[DictRow]
@@ -88,3 +89,14 @@ async def announce_change(conn: Conn, device_id: str) -> None:
     `conn`'s transaction commits), so each reloads it: call it inside the transaction
     that makes the change."""
     await conn.execute("SELECT pg_notify('devices', %s)", (device_id,))
+
+
+async def set_intervals(
+    conn: Conn, device_id: str, fix_s: float | None, upload_s: float | None
+) -> None:
+    """The intervals a device confirmed (`set_interval` answered ok); None keeps one."""
+    await conn.execute(
+        "UPDATE devices SET fix_interval_s = coalesce(%s, fix_interval_s),"
+        " upload_interval_s = coalesce(%s, upload_interval_s) WHERE device_id = %s",
+        (fix_s, upload_s, device_id),
+    )

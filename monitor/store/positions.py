@@ -18,12 +18,15 @@ from monitor.domain import DeviceEvent, Fix, Rejection
 __all__ = [
     "accounted_seqs",
     "accounted_seqs_many",
+    "fixes_from",
     "insert_events",
     "insert_fixes",
     "insert_rejections",
     "insert_transitions",
     "last_accounted",
+    "latest_fix",
     "load_acks",
+    "none_before",
     "recent_fixes",
     "recent_fixes_many",
     "rejected_page",
@@ -401,3 +404,36 @@ async def subject_events(
     return await _time_page(
         conn, "device_events", _EVENT_COLS, subject_id, since, until, after, limit
     )
+
+
+async def fixes_from(
+    conn: Conn, subject_id: str, since: datetime, limit: int
+) -> list[dict[str, Any]]:
+    """The subject's stored fixes from `since` on, oldest first, at most `limit`."""
+    cur = await conn.execute(
+        f"SELECT {_FIX_COLS} FROM fixes WHERE subject_id = %s AND t >= %s ORDER BY t LIMIT %s",
+        (subject_id, since, limit),
+    )
+    return await cur.fetchall()
+
+
+async def none_before(conn: Conn, subject_id: str, t: datetime) -> bool:
+    """Whether the subject has no stored fix before `t` (a window from its start)."""
+    cur = await conn.execute(
+        "SELECT NOT EXISTS (SELECT 1 FROM fixes WHERE subject_id = %s AND t < %s) AS first",
+        (subject_id, t),
+    )
+    row = await cur.fetchone()
+    return bool(row and row["first"])
+
+
+async def latest_fix(
+    conn: Conn, *, device_id: str | None = None, subject_id: str | None = None
+) -> dict[str, Any] | None:
+    """The latest stored fix of a device, or of a subject."""
+    column, value = ("device_id", device_id) if device_id else ("subject_id", subject_id)
+    cur = await conn.execute(
+        f"SELECT {_FIX_COLS} FROM fixes WHERE {column} = %s ORDER BY t DESC LIMIT 1",
+        (value,),
+    )
+    return await cur.fetchone()

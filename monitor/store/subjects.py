@@ -15,6 +15,7 @@ __all__ = [
     "add_status",
     "add_suspension",
     "announce_change",
+    "announce_rules",
     "cancel_suspension",
     "create",
     "get",
@@ -25,6 +26,7 @@ __all__ = [
     "officers",
     "statuses",
     "suspensions",
+    "suspensions_covering",
     "update",
 ]
 
@@ -213,3 +215,29 @@ async def cancel_suspension(
         (cancelled_by, suspension_id, subject_id),
     )
     return await cur.fetchone()
+
+
+async def suspensions_covering(
+    conn: Conn, instants: list[tuple[str | None, datetime]]
+) -> dict[int, dict[str, Any]]:
+    """For each (subject, instant), by its index: the planned suspension covering it
+    (its id and reason), in one statement."""
+    if not instants:
+        return {}
+    cur = await conn.execute(
+        "SELECT DISTINCT ON (o.i) o.i, s.id, s.reason"
+        " FROM unnest(%s::int[], %s::uuid[], %s::timestamptz[]) AS o(i, subject_id, at)"
+        " JOIN suspensions s ON s.subject_id = o.subject_id AND s.cancelled_at IS NULL"
+        "  AND s.starts_at <= o.at AND s.ends_at > o.at"
+        " ORDER BY o.i, s.id",
+        (list(range(len(instants))), [s for s, _ in instants], [t for _, t in instants]),
+    )
+    return {
+        int(row["i"]): {"id": int(row["id"]), "reason": row["reason"]}
+        for row in await cur.fetchall()
+    }
+
+
+async def announce_rules(conn: Conn, notice: str) -> None:
+    """NOTIFY rules, delivered to every process when the transaction commits."""
+    await conn.execute("SELECT pg_notify('rules', %s)", (notice,))

@@ -10,6 +10,7 @@ home radius has one alert for its one episode.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -84,23 +85,27 @@ def cluster(workdir: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
     pg = Postgres(base / "pg")
     broker = Mosquitto(base / "mq")
     nats = NatsCluster(base / "nats", size=3)
-    pg.start()
-    broker.start()
-    nats.start()
     stack = Cluster(pg, broker, nats, base)
-    stack.add("monitor-a")
-    stack.add("monitor-b")
-    wait_for(lambda: _balanced(stack.view(), 2), 30, "an even split")
-    yield stack
-    for s in stack.services:
-        if s.proc is not None:
-            with_signal(s, signal.SIGCONT)
-        s.stop()
-        if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
-            print(f"--- {s.env['MONITOR_INSTANCE']}\n{s.log_tail(80)}")
-    nats.stop()
-    broker.stop()
-    pg.stop()
+    try:
+        pg.start()
+        broker.start()
+        nats.start()
+        stack.add("monitor-a")
+        stack.add("monitor-b")
+        wait_for(lambda: _balanced(stack.view(), 2), 30, "an even split")
+        yield stack
+    finally:
+        failed = request.node.rep_call.failed if hasattr(request.node, "rep_call") else True
+        for s in stack.services:
+            if s.proc is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    with_signal(s, signal.SIGCONT)
+            s.stop()
+            if failed:
+                print(f"--- {s.env['MONITOR_INSTANCE']}\n{s.log_tail(80)}")
+        nats.stop()
+        broker.stop()
+        pg.stop()
 
 
 def with_signal(service: Monitor, how: signal.Signals) -> None:

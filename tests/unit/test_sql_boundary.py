@@ -21,13 +21,7 @@ STORE = PACKAGE / "store"
 # Modules outside monitor/store still allowed to hold SQL. Each entry is a debt with an
 # owner, not a place where SQL may go: delete the entry with the last statement (the
 # second test below fails once an entry is no longer needed, so none can linger).
-EXEMPT = frozenset(
-    {
-        # The ingest loop's own statements, being moved into monitor/store with the
-        # pipeline's stages; the entry goes when the last of them does.
-        "monitor/service.py",
-    }
-)
+EXEMPT: frozenset[str] = frozenset()
 
 # The database-driver methods that run or stream a statement. `.copy(` is psycopg's
 # `Cursor.copy(statement, ...)`, whose statement is required: a `.copy()` without

@@ -27,6 +27,7 @@ async def cluster_view(runtime: RuntimeDep, user: CurrentUser) -> dict[str, Any]
                     "instance": settings.instance,
                     "partitions": list(range(partitions)),
                     "since": iso(runtime.started_at),
+                    "bridge": False,
                 }
             ]
             if settings.ingest
@@ -39,7 +40,12 @@ async def cluster_view(runtime: RuntimeDep, user: CurrentUser) -> dict[str, Any]
         "partitions": partitions,
         "mode": "cluster",
         "processes": [
-            {"instance": r["instance"], "partitions": r["partitions"], "since": iso(r["since"])}
+            {
+                "instance": r["instance"],
+                "partitions": r["partitions"],
+                "since": iso(r["since"]),
+                "bridge": r["bridge"],  # this process forwards the broker into the stream
+            }
             for r in rows
         ],
     }
