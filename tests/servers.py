@@ -48,6 +48,19 @@ def wait_for(check: object, timeout_s: float, what: str, interval_s: float = 0.0
     raise TimeoutError(f"{what} not ready after {timeout_s}s (last error: {last!r})")
 
 
+def _stop(proc: subprocess.Popen[bytes] | None, how: signal.Signals, wait_s: float = 15) -> None:
+    """Signal a server and wait for it; kill it if it outlives `wait_s`."""
+    if proc is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(how)
+    try:
+        proc.wait(wait_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 def _port_open(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.2)
@@ -295,15 +308,7 @@ class Mosquitto:
             self.proc.send_signal(signal.SIGHUP)
 
     def stop(self, how: signal.Signals = signal.SIGTERM) -> None:
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(how)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        _stop(self.proc, how)
         self.proc = None
 
 
@@ -361,15 +366,7 @@ class NatsNode:
             )
 
     def stop(self, how: signal.Signals = signal.SIGTERM) -> None:
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(how)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        _stop(self.proc, how)
         self.proc = None
 
 
@@ -480,15 +477,7 @@ class Monitor:
             return ""
 
     def stop(self, how: signal.Signals = signal.SIGTERM) -> None:
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(how)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        _stop(self.proc, how, wait_s=20)
         self.proc = None
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from typing import Any
 
 from monitor.domain import iso
 from monitor.pipeline import alerts
@@ -33,6 +34,7 @@ async def apply(b: Batch, changes: list[AlertChange]) -> dict[str, str]:
     opened: dict[str, str] = {}
     to_open: list[tuple[str, alert_store.NewAlert]] = []
     to_amend: list[alert_store.Amendment] = []
+    updates: list[tuple[str, AlertChange, dict[str, Any]]] = []
     now = b.monotonic()
     absent = await _absent(conn, state, [c for c in changes if c.change is Change.OPEN])
     for planned in coalesce(changes):
@@ -74,8 +76,7 @@ async def apply(b: Batch, changes: list[AlertChange]) -> dict[str, str]:
             log.warning("no alert found for episode %s (%s)", ep.key, c.change)
             continue
         if c.change is Change.UPDATE:
-            if state.throttle.due(alert_id, now):
-                to_amend.append(alert_store.Amendment(alert_id, "updated", detail))
+            updates.append((alert_id, c, detail))
             continue
         to_amend.append(
             alert_store.Amendment(
@@ -85,6 +86,35 @@ async def apply(b: Batch, changes: list[AlertChange]) -> dict[str, str]:
                 cleared_at=c.fix.t,
             )
         )
+    # A resolved alert is never changed again by fixes: when the violation goes on after
+    # an officer resolved its alert, the next violating fix opens a new alert, which the
+    # episode's later changes go to (contract, "How rules become alerts").
+    resolved = await alert_store.resolved_among(conn, sorted({a for a, _c, _d in updates}))
+    for alert_id, c, detail in updates:
+        ep = c.episode
+        if alert_id in resolved and ep.key not in opened:
+            new_id = b.new_id()
+            to_open.append(
+                (
+                    new_id,
+                    alert_store.NewAlert(
+                        subject_id=c.subject_id,
+                        device_id=c.fix.device_id,
+                        kind=ep.rule.kind.value,
+                        severity=ep.rule.severity.value,
+                        rule_key=ep.rule.key,
+                        zone_id=ep.rule.zone_id,
+                        fix_time=c.fix.t,
+                        received_at=c.fix.received_at,
+                        lat=c.fix.lat,
+                        lon=c.fix.lon,
+                        detail={**detail, "after_resolved": alert_id},
+                    ),
+                )
+            )
+            opened[ep.key] = new_id
+        elif alert_id not in resolved and state.throttle.due(alert_id, now):
+            to_amend.append(alert_store.Amendment(alert_id, "updated", detail))
     # Opened first (an alert opened and cleared in one batch is changed after it
     # exists). An alert an officer resolved is left as resolved.
     await alerts.open_many(conn, b.config.severity, to_open)

@@ -43,6 +43,7 @@ __all__ = [
     "open_integrity",
     "open_proximity",
     "record_change",
+    "resolved_among",
 ]
 
 Conn = AsyncConnection[DictRow]
@@ -461,7 +462,9 @@ async def episodes_alerted(conn: Conn, episodes: list[tuple[str, str, str]]) -> 
         " FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS o(subject_id, rule_key, ep)"
         " JOIN alerts a ON a.subject_id = o.subject_id AND a.rule_key = o.rule_key"
         "  AND a.detail->>'episode' = o.ep"
-        " ORDER BY a.detail->>'episode', a.alert_no",
+        # The episode's alert still open if there is one (after an officer resolved an
+        # ongoing episode's first alert, its later fixes went to a new one).
+        " ORDER BY a.detail->>'episode', (a.state <> 'resolved') DESC, a.alert_no DESC",
         ([e[0] for e in episodes], [e[1] for e in episodes], [e[2] for e in episodes]),
     )
     return {row["episode"]: str(row["id"]) for row in await cur.fetchall()}
@@ -502,3 +505,15 @@ async def open_integrity(conn: Conn, device_id: str) -> tuple[str, int] | None:
     )
     row = await cur.fetchone()
     return (str(row["id"]), int(row["n"])) if row else None
+
+
+async def resolved_among(conn: Conn, alert_ids: list[str]) -> set[str]:
+    """Which of these alerts an officer has resolved (fixes never change those again)."""
+    if not alert_ids:
+        return set()
+    cur = await conn.execute(
+        "SELECT id FROM alerts WHERE id = ANY(%s::uuid[]) AND state = 'resolved'",
+        (alert_ids,),
+        prepare=False,
+    )
+    return {str(r["id"]) for r in await cur.fetchall()}

@@ -341,3 +341,43 @@ def test_a_proximity_episode_open_at_a_restart_is_one_alert_and_clears(
         assert [a["kind"] for a in items].count("proximity") == 1
     finally:
         aggressor.close()
+
+
+def test_a_violation_going_on_after_its_alert_was_resolved_opens_a_new_alert(
+    lively: Monitor, mosquitto: Mosquitto
+) -> None:
+    """Contract: a resolved alert is never changed again by fixes, and the next violating
+    fix opens a new alert. Before, later fixes were dropped against the resolved alert and
+    the episode stayed open in memory: the violation went on unseen."""
+    api = Api.login(lively.base_url, "admin", ADMIN_PASSWORD)
+    subject = _setup(api, "RESOLVED-1", "BR-RES1")
+    device = Device("BR-RES1", mosquitto.port)
+    now = int(datetime.now(UTC).timestamp() * 1000) - 600_000
+    try:
+        for i in range(3):
+            device.fixes([(now + i * 10_000, 900, 0)])  # 900 m out of a 500 m radius
+        wait_for(lambda: "zone_exit" in _kinds(api, subject), 30, "the zone_exit alert")
+        first = _kinds(api, subject)["zone_exit"]
+        api.post(f"/api/v1/alerts/{first['id']}/resolve", {"note": "spoke to him"}, expect=200)
+        resolved = api.get("/api/v1/alerts", subject_id=subject)["items"][0]
+        # The violation goes on: 20 s later (past the update throttle) and beyond.
+        for i in range(3):
+            device.fixes([(now + 60_000 + i * 10_000, 950, 0)])
+
+        def alerts() -> list[dict[str, object]]:
+            items = api.get("/api/v1/alerts", subject_id=subject)["items"]
+            return [a for a in items if a["kind"] == "zone_exit"]
+
+        wait_for(lambda: len(alerts()) == 2, 30, "a second zone_exit alert")
+        newest, oldest = alerts()
+        assert newest["state"] == "open"
+        assert newest["id"] != first["id"]
+        assert oldest["id"] == first["id"]
+        assert oldest["state"] == "resolved"
+        assert oldest["event_id"] == resolved["event_id"]  # never changed again
+        # Later fixes go to the new alert, not to a third one.
+        device.fixes([(now + 120_000, 950, 0)])
+        device.fixes([(now + 130_000, 950, 0)])
+        assert len(alerts()) == 2
+    finally:
+        device.close()
