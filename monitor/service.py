@@ -226,10 +226,6 @@ class Ingest:
 
     # partitions (cluster mode)
 
-    def partition(self, device_id: str) -> int:
-        """The partition of an enrolled device (see ingest.partition)."""
-        return self.state.partition(device_id)
-
     def owns(self, device_id: str) -> bool:
         cluster = self.cluster
         return cluster is None or self.state.partition(device_id) in cluster.epochs()

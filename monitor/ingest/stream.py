@@ -30,7 +30,6 @@ import hashlib
 import logging
 import marshal
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -351,7 +350,6 @@ class Consumer:
         # process behind by a minute held 1.3 GB of queued messages, measured).
         self._room = room
         self._task: asyncio.Task[None] | None = None
-        self.opened = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"partition-{self.partition}")
@@ -386,7 +384,6 @@ class Consumer:
 
     async def _run(self) -> None:
         sub = await self._reopen()
-        self.opened.set()
         log.info("partition %d: consuming (epoch %d)", self.partition, self.epoch)
         failures = 0
         idle = 0
@@ -451,8 +448,3 @@ def settle_later(messages: list[Message], ok: bool) -> None:
     task = asyncio.get_running_loop().create_task(settle(messages, ok))
     _settling.add(task)
     task.add_done_callback(_settling.discard)
-
-
-def with_partition(msg: Message, partitions: int) -> Message:
-    """A message that came straight from the broker, with its partition filled in."""
-    return replace(msg, partition=partition_of_topic(msg.topic, partitions))
