@@ -136,8 +136,9 @@ class Coordinator:
 
     async def _beat(self, conn: AsyncConnection[DictRow]) -> None:
         held = await claims.claimed(conn)
-        # Partitions a commit found fenced, or whose lock this session lost: given up.
-        gone = (set(self._epochs) - set(held)) | (self._lost & set(held))
+        # Partitions a commit found fenced, or whose lock this session lost: given up
+        # (their consumers stopped, their locks released if still held).
+        gone = (set(self._epochs) - set(held)) | self._lost
         for p in gone:
             await self._drop(conn, p, "no longer held")
         self._lost.clear()
