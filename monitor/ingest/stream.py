@@ -366,7 +366,8 @@ class Consumer:
             await self._stream.js.consumer_info(STREAM, f"p{self.partition}-e{self.epoch}")
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:  # not found, or no server answers for it: made again
+            log.warning("partition %d: its consumer cannot be found (%r)", self.partition, exc)
             return False
         return True
 

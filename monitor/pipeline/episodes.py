@@ -10,7 +10,7 @@ import logging
 from dataclasses import replace
 from typing import Any
 
-from monitor.domain import iso
+from monitor.domain import Fix, iso
 from monitor.pipeline import alerts
 from monitor.pipeline.batch import Batch, Conn
 from monitor.pipeline.state import PartitionState
@@ -54,19 +54,7 @@ async def apply(b: Batch, changes: list[AlertChange]) -> dict[str, str]:
             to_open.append(
                 (
                     new_id,
-                    alert_store.NewAlert(
-                        subject_id=c.subject_id,
-                        device_id=ep.first.device_id,
-                        kind=ep.rule.kind.value,
-                        severity=ep.rule.severity.value,
-                        rule_key=ep.rule.key,
-                        zone_id=ep.rule.zone_id,
-                        fix_time=ep.first.t,
-                        received_at=ep.first.received_at,
-                        lat=ep.first.lat,
-                        lon=ep.first.lon,
-                        detail=detail,
-                    ),
+                    _new_alert(c, ep.first, detail),
                 )
             )
             opened[ep.key] = new_id
@@ -97,19 +85,7 @@ async def apply(b: Batch, changes: list[AlertChange]) -> dict[str, str]:
             to_open.append(
                 (
                     new_id,
-                    alert_store.NewAlert(
-                        subject_id=c.subject_id,
-                        device_id=c.fix.device_id,
-                        kind=ep.rule.kind.value,
-                        severity=ep.rule.severity.value,
-                        rule_key=ep.rule.key,
-                        zone_id=ep.rule.zone_id,
-                        fix_time=c.fix.t,
-                        received_at=c.fix.received_at,
-                        lat=c.fix.lat,
-                        lon=c.fix.lon,
-                        detail={**detail, "after_resolved": alert_id},
-                    ),
+                    _new_alert(c, c.fix, {**detail, "after_resolved": alert_id}),
                 )
             )
             opened[ep.key] = new_id
@@ -120,6 +96,25 @@ async def apply(b: Batch, changes: list[AlertChange]) -> dict[str, str]:
     await alerts.open_many(conn, b.config.severity, to_open)
     await alert_store.amend_many(conn, to_amend)
     return opened
+
+
+def _new_alert(c: AlertChange, first: Fix, detail: dict[str, Any]) -> alert_store.NewAlert:
+    """The alert an episode opens, placed at `first`: its first violating fix, or the
+    first one after an officer resolved its earlier alert."""
+    rule = c.episode.rule
+    return alert_store.NewAlert(
+        subject_id=c.subject_id,
+        device_id=first.device_id,
+        kind=rule.kind.value,
+        severity=rule.severity.value,
+        rule_key=rule.key,
+        zone_id=rule.zone_id,
+        fix_time=first.t,
+        received_at=first.received_at,
+        lat=first.lat,
+        lon=first.lon,
+        detail=detail,
+    )
 
 
 async def _absent(conn: Conn, state: PartitionState, opening: list[AlertChange]) -> set[str]:

@@ -13,7 +13,13 @@ from monitor.store import claims
 router = APIRouter(tags=["cluster"])
 
 
-@router.get("/api/v1/cluster")
+@router.get(
+    "/api/v1/cluster",
+    responses={
+        401: {"description": "No valid token"},
+        403: {"description": "Not an administrator"},
+    },
+)
 async def cluster_view(runtime: RuntimeDep, user: CurrentUser) -> dict[str, Any]:
     """The live processes and the partitions each owns now. Without cluster mode, the
     ingesting process owns every partition."""
